@@ -1,0 +1,43 @@
+"""sslax: self-supervised learning in JAX/Flax."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+with open(os.path.join(os.path.dirname(__file__), "sslax", "__init__.py")) as f:
+  VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+setup(
+    name="sslax",
+    version=VERSION,
+    description="Self-supervised learning (SimCLR and friends) in JAX/Flax, from a laptop CPU to TPU pods.",
+    long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["sslax", "sslax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "chex>=0.1.90",
+        "dm-pix>=0.4.5",
+        "ml-collections>=1.1",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "tensorflow-cpu>=2.19,<2.22",  # tf.data and TFDS input pipelines only; never on the accelerator.
+        "tensorflow-datasets>=4.9.9",
+        "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it.
+        "tensorboardX>=2.6",
+        "pillow>=10",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # On an NVIDIA GPU host: pip install -e .[cuda]
+        "cuda": ["jax[cuda12]>=0.10,<0.11"],
+        # On a Cloud TPU VM: pip install -e .[tpu]
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
+    },
+    license="Apache-2.0",
+)

@@ -1,0 +1,243 @@
+"""SimCLR's augmentation family as per-example JAX functions, run inside the train step.
+
+Each example's randomness comes only from its own key, derived from
+(seed, step, global example index) by `example_keys`, so a global batch gets the same
+views however it is split over devices and processes.
+
+Geometry is done with small interpolation matrices: a crop resized to S x S is
+`Ry @ image @ Rx^T` with Ry (S, H) and Rx (S, W) holding (anti-aliased) bilinear weights;
+a horizontal flip reverses the rows of Rx, and a Gaussian blur is a further pair of
+(S, S) matrices. On CPUs and accelerators alike this is a few tiny matmuls per image,
+with no gathers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+# ITU-R 601 luma weights, as used by torchvision and TF for grayscale conversion.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def default_simclr_augment_config() -> ml_collections.ConfigDict:
+  """SimCLR augmentation settings (CIFAR-10 values of Chen et al. 2020, appendix B.9).
+
+  Returns:
+    ConfigDict with crop_size, crop_scale, crop_ratio, flip_prob, color_jitter_prob,
+    color_jitter_strength, brightness, contrast, saturation, hue, grayscale_prob,
+    blur_prob (per view), blur_sigma, solarize_prob (per view).
+  """
+  c = ml_collections.ConfigDict()
+  c.crop_size = 32
+  c.crop_scale = (0.08, 1.0)
+  c.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)
+  c.flip_prob = 0.5
+  c.color_jitter_prob = 0.8
+  c.color_jitter_strength = 0.5  # s: 0.5 on CIFAR, 1.0 on ImageNet.
+  c.brightness = 0.8  # Each is multiplied by s, as in SimCLR.
+  c.contrast = 0.8
+  c.saturation = 0.8
+  c.hue = 0.2
+  c.grayscale_prob = 0.2
+  c.blur_prob = (0.0, 0.0)  # Per view; (1.0, 0.1) on ImageNet (BYOL), off on CIFAR.
+  c.blur_sigma = (0.1, 2.0)
+  c.solarize_prob = (0.0, 0.0)  # Per view; (0.0, 0.2) on ImageNet (BYOL).
+  return c
+
+
+def example_keys(seed, step, global_index: jax.Array) -> jax.Array:
+  """Per-example keys fold_in(fold_in(PRNGKey(seed), step), index).
+
+  Args:
+    seed: integer seed (Python int or scalar array).
+    step: training step (scalar int array or int).
+    global_index: int (B,) positions of the examples in the global batch.
+
+  Returns:
+    uint32 (B, 2) raw PRNG keys.
+  """
+  base = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(global_index, jnp.uint32))
+
+
+def _per_view(values: Sequence[float] | float, view: int) -> float:
+  if isinstance(values, (int, float)):
+    return float(values)
+  values = tuple(values)
+  return float(values[min(view, len(values) - 1)])
+
+
+def _crop_window(key, height: int, width: int, scale, ratio, attempts: int = 10):
+  """(top, left, crop_h, crop_w) as floats, Inception-style (as torchvision/SimCLR).
+
+  Samples `attempts` (area, log-aspect) candidates at once and keeps the first that
+  fits; if none does, falls back to the largest central crop with the aspect ratio clamped.
+  """
+  k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
+  area = height * width
+  target = area * jax.random.uniform(k_area, (attempts,), minval=scale[0], maxval=scale[1])
+  log_r = jax.random.uniform(k_ratio, (attempts,), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
+  aspect = jnp.exp(log_r)
+  cw = jnp.round(jnp.sqrt(target * aspect))
+  ch = jnp.round(jnp.sqrt(target / aspect))
+  fits = (cw >= 1) & (ch >= 1) & (cw <= width) & (ch <= height)
+  first = jnp.argmax(fits)
+  in_ratio = width / height
+  fb_w = jnp.where(in_ratio < ratio[0], width, jnp.where(in_ratio > ratio[1], round(height * ratio[1]), width))
+  fb_h = jnp.where(in_ratio < ratio[0], round(width / ratio[0]), height)
+  ch = jnp.where(fits.any(), ch[first], fb_h).astype(jnp.float32)
+  cw = jnp.where(fits.any(), cw[first], fb_w).astype(jnp.float32)
+  # Integer offsets, uniform over the valid positions.
+  top = jnp.floor(jax.random.uniform(k_top) * (height - ch + 1))
+  left = jnp.floor(jax.random.uniform(k_left) * (width - cw + 1))
+  top = jnp.where(fits.any(), top, jnp.floor((height - ch) / 2))
+  left = jnp.where(fits.any(), left, jnp.floor((width - cw) / 2))
+  return top, left, ch, cw
+
+
+def resize_weights(start, length, in_size: int, out_size: int) -> jax.Array:
+  """(out_size, in_size) bilinear weights resampling [start, start+length) to out_size pixels.
+
+  Triangle (tent) filter widened by the downscale factor, i.e. anti-aliased bilinear as
+  in `jax.image.resize(..., antialias=True)`; exact bilinear when upsampling. Rows are
+  normalised, which at the borders equals edge clamping.
+  """
+  factor = length / out_size
+  centers = start + (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * factor - 0.5
+  support = jnp.maximum(factor, 1.0)
+  dist = jnp.abs(jnp.arange(in_size, dtype=jnp.float32)[None, :] - centers[:, None]) / support
+  w = jnp.maximum(0.0, 1.0 - dist)
+  return w / jnp.maximum(w.sum(axis=1, keepdims=True), 1e-8)
+
+
+def _gray(x):
+  return x[..., 0:1] * _LUMA[0] + x[..., 1:2] * _LUMA[1] + x[..., 2:3] * _LUMA[2]
+
+
+def _rgb_to_hsv(x):
+  r, g, b = x[..., 0], x[..., 1], x[..., 2]
+  maxc = jnp.max(x, axis=-1)
+  minc = jnp.min(x, axis=-1)
+  delta = maxc - minc
+  safe_delta = jnp.where(delta > 0, delta, 1.0)
+  s = jnp.where(maxc > 0, delta / jnp.where(maxc > 0, maxc, 1.0), 0.0)
+  rc, gc, bc = (maxc - r) / safe_delta, (maxc - g) / safe_delta, (maxc - b) / safe_delta
+  h = jnp.where(r == maxc, bc - gc, jnp.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+  h = jnp.where(delta > 0, (h / 6.0) % 1.0, 0.0)
+  return h, s, maxc
+
+
+def _hsv_to_rgb(h, s, v):
+  i = jnp.floor(h * 6.0)
+  f = h * 6.0 - i
+  p, q, t = v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))
+  i = i.astype(jnp.int32) % 6
+  r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
+  g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
+  b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
+  return jnp.stack([r, g, b], axis=-1)
+
+
+def _color_jitter(x, key, cfg):
+  """Brightness, contrast, saturation and hue with strength s, in a random order."""
+  s = cfg.color_jitter_strength
+  kb, kc, ks, kh, kp = jax.random.split(key, 5)
+  b = cfg.brightness * s
+  c = cfg.contrast * s
+  sat = cfg.saturation * s
+  hue = cfg.hue * s
+  fb = jax.random.uniform(kb, minval=max(0.0, 1 - b), maxval=1 + b)
+  fc = jax.random.uniform(kc, minval=max(0.0, 1 - c), maxval=1 + c)
+  fs = jax.random.uniform(ks, minval=max(0.0, 1 - sat), maxval=1 + sat)
+  dh = jax.random.uniform(kh, minval=-hue, maxval=hue)
+
+  def brightness(x):
+    return x * fb
+
+  def contrast(x):
+    mean = jnp.mean(_gray(x))
+    return (x - mean) * fc + mean
+
+  def saturation(x):
+    g = _gray(x)
+    return (x - g) * fs + g
+
+  def hue_shift(x):
+    h, sv, v = _rgb_to_hsv(x)
+    return _hsv_to_rgb((h + dh) % 1.0, sv, v)
+
+  ops = (brightness, contrast, saturation, hue_shift)
+  order = jax.random.permutation(kp, len(ops))
+  for position in range(len(ops)):
+    x = jnp.clip(jax.lax.switch(order[position], ops, x), 0.0, 1.0)
+  return x
+
+
+def _blur_matrix(size: int, sigma) -> jax.Array:
+  """(size, size) row-normalised Gaussian blur with a kernel of about 10% of the image."""
+  radius = max(1, int(size * 0.1) // 2)
+  pos = jnp.arange(size, dtype=jnp.float32)
+  d = pos[:, None] - pos[None, :]
+  w = jnp.exp(-0.5 * jnp.square(d / sigma)) * (jnp.abs(d) <= radius)
+  return w / w.sum(axis=1, keepdims=True)
+
+
+def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int) -> jax.Array:
+  """One augmented view of one image.
+
+  Args:
+    image: uint8 (H, W, 3).
+    key: this example's key (from example_keys); the view index is folded in here.
+    cfg: augmentation config (see default_simclr_augment_config).
+    view: view index; selects the per-view blur and solarize probabilities.
+
+  Returns:
+    float32 (S, S, 3) in [0, 1], S = cfg.crop_size.
+  """
+  key = jax.random.fold_in(key, view)
+  k_crop, k_flip, k_jit_p, k_jit, k_gray, k_blur_p, k_blur, k_sol = jax.random.split(key, 8)
+  height, width = image.shape[0], image.shape[1]
+  size = cfg.crop_size
+  x = image.astype(jnp.float32) / 255.0
+
+  top, left, ch, cw = _crop_window(k_crop, height, width, tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
+  ry = resize_weights(top, ch, height, size)
+  rx = resize_weights(left, cw, width, size)
+  rx = jnp.where(jax.random.uniform(k_flip) < cfg.flip_prob, rx[::-1], rx)
+  x = jnp.einsum("sh,hwc,tw->stc", ry, x, rx, precision=jax.lax.Precision.HIGHEST)
+  x = jnp.clip(x, 0.0, 1.0)
+
+  if cfg.color_jitter_prob > 0:
+    jittered = _color_jitter(x, k_jit, cfg)
+    x = jnp.where(jax.random.uniform(k_jit_p) < cfg.color_jitter_prob, jittered, x)
+  if cfg.grayscale_prob > 0:
+    x = jnp.where(jax.random.uniform(k_gray) < cfg.grayscale_prob, jnp.broadcast_to(_gray(x), x.shape), x)
+  blur_p = _per_view(cfg.blur_prob, view)
+  if blur_p > 0:
+    sigma = jax.random.uniform(k_blur, minval=cfg.blur_sigma[0], maxval=cfg.blur_sigma[1])
+    blur = _blur_matrix(size, sigma)
+    blurred = jnp.einsum("sh,hwc,tw->stc", blur, x, blur, precision=jax.lax.Precision.HIGHEST)
+    x = jnp.where(jax.random.uniform(k_blur_p) < blur_p, blurred, x)
+  solarize_p = _per_view(cfg.solarize_prob, view)
+  if solarize_p > 0:
+    x = jnp.where(jax.random.uniform(k_sol) < solarize_p, jnp.where(x < 0.5, x, 1.0 - x), x)
+  return x
+
+
+def simclr_views(images: jax.Array, keys: jax.Array, cfg, num_views: int = 2) -> list[jax.Array]:
+  """`num_views` augmented views of every image of a batch.
+
+  Args:
+    images: uint8 (B, H, W, 3).
+    keys: (B, 2) per-example keys from example_keys.
+    cfg: augmentation config.
+    num_views: views per image; view v of example i uses fold_in(keys[i], v).
+
+  Returns:
+    list of num_views float32 (B, S, S, 3) arrays in [0, 1].
+  """
+  return [jax.vmap(lambda im, k, v=v: simclr_view(im, k, cfg, v))(images, keys) for v in range(num_views)]

@@ -1,0 +1,214 @@
+"""Dataset sources: TFDS datasets read offline, or a user's folder of images.
+
+Both return decoded uint8 images of one fixed size held in host memory, which is what
+small and medium datasets (CIFAR, STL-10, a folder of a few hundred thousand small
+images) want: index-based sampling is then exact, fast and resumable at any step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """The requested dataset is not on disk (sslax never downloads at run time)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+  """Decoded images in host memory.
+
+  Attributes:
+    images: uint8 (N, H, W, 3).
+    labels: int32 (N,), -1 where unknown.
+    num_classes: number of label classes (0 if unlabelled).
+    indices: int64 (N,) position of each example in the full split, so subsets and
+      per-process parts can be traced back.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+
+def default_data_dir(data_dir: str | None) -> str | None:
+  """The config's data_dir, else $TFDS_DATA_DIR, else None (TFDS's own default)."""
+  return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+def _resize_center_crop_tf(image, size: int):
+  import tensorflow as tf  # Imported lazily: only data loading needs TensorFlow.
+
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+  scale = tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
+  new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32))
+  new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32))
+  image = tf.image.resize(image, (new_h, new_w), method="bicubic", antialias=True)
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  image = image[top:top + size, left:left + size]
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size: int | None = None,
+              process_index: int = 0, process_count: int = 1) -> ImageDataset:
+  """Loads (this process's part of) a TFDS split into memory, offline.
+
+  Args:
+    name: TFDS dataset name, e.g. 'cifar10' (optionally with a version 'cifar10:3.0.2').
+    split: split name or slice, e.g. 'train', 'test', 'train[:90%]'.
+    data_dir: directory holding prepared TFDS datasets (default $TFDS_DATA_DIR).
+    image_size: if set, resize the shorter side to it and center-crop a square (needed
+      for datasets whose images differ in size); None keeps the stored size.
+    process_index, process_count: each process loads the part
+      `tfds.even_splits(split, process_count)[process_index]`.
+
+  Returns:
+    ImageDataset.
+
+  Raises:
+    DatasetNotFoundError: when the prepared dataset is not under data_dir.
+  """
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  tf.config.set_visible_devices([], "GPU")  # tf.data must not take accelerator memory.
+  data_dir = default_data_dir(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
+  except Exception as e:  # tfds raises several types for unknown names / bad dirs.
+    raise DatasetNotFoundError(_missing_message(name, data_dir, str(e))) from e
+  if not prepared:
+    raise DatasetNotFoundError(_missing_message(name, data_dir, f"no prepared data at {builder.data_dir}"))
+  part = tfds.even_splits(split, n=process_count)[process_index] if process_count > 1 else split
+  ds = builder.as_dataset(split=part, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=False))
+  total = builder.info.splits[part].num_examples
+  first = _split_start(builder, split, process_index, process_count)
+  label_feature = builder.info.features["label"] if "label" in builder.info.features else None
+  num_classes = int(label_feature.num_classes) if label_feature is not None else 0
+
+  def prepare(example):
+    image = example["image"]
+    if image_size is not None:
+      image = _resize_center_crop_tf(image, image_size)
+    if image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    label = tf.cast(example["label"], tf.int32) if label_feature is not None else tf.constant(-1, tf.int32)
+    return image, label
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+  images, labels = [], []
+  for batch_images, batch_labels in tfds.as_numpy(ds):
+    images.append(batch_images)
+    labels.append(batch_labels)
+  if not images:
+    raise DatasetNotFoundError(_missing_message(name, data_dir, f"split {part!r} is empty"))
+  images = np.concatenate(images)
+  labels = np.concatenate(labels).astype(np.int32)
+  assert len(images) == total, (len(images), total)
+  return ImageDataset(images=images, labels=labels, num_classes=num_classes,
+                      indices=np.arange(first, first + len(images), dtype=np.int64))
+
+
+def _split_start(builder, split: str, process_index: int, process_count: int) -> int:
+  """Offset of this process's part inside `split` (even_splits parts are contiguous, in order)."""
+  if process_count == 1:
+    return 0
+  import tensorflow_datasets as tfds
+
+  parts = tfds.even_splits(split, n=process_count)[:process_index]
+  return sum(builder.info.splits[p].num_examples for p in parts)
+
+
+def _missing_message(name: str, data_dir: str | None, detail: str) -> str:
+  searched = data_dir or "~/tensorflow_datasets (TFDS default)"
+  return (f"Dataset {name!r} was not found in {searched} ({detail}). sslax never downloads data at run time: "
+          f"prepare it with `tfds build {name.split(':')[0]} --data_dir=DIR` on a machine with internet access "
+          f"(or copy a prepared copy there), then point sslax at it with TFDS_DATA_DIR=DIR or "
+          f"--config.data.data_dir=DIR.")
+
+
+def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                      process_index: int = 0, process_count: int = 1) -> ImageDataset:
+  """Loads a folder of images: `DIR/<class>/*.jpg` (labelled) or `DIR/*.jpg` (unlabelled).
+
+  Images are converted to RGB, their shorter side resized to `image_size` and center-cropped
+  to a square. Files are sorted so every process sees the same order; process p keeps
+  every example whose position modulo process_count is p.
+
+  Args:
+    directory: the folder.
+    image_size: side of the stored square images.
+    extensions: file endings that count as images (case-insensitive).
+    process_index, process_count: this process's part.
+
+  Returns:
+    ImageDataset; labels are class-folder indices in sorted order, or -1 without subfolders.
+
+  Raises:
+    DatasetNotFoundError: the folder does not exist or holds no images.
+  """
+  from PIL import Image
+
+  if not os.path.isdir(directory):
+    raise DatasetNotFoundError(f"Image folder {directory!r} does not exist. Point --config.data.folder at a "
+                               f"directory of images (optionally one subfolder per class).")
+  exts = tuple(e.lower() for e in extensions)
+  classes = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
+  files: list[tuple[str, int]] = []
+  for label, cls in enumerate(classes):
+    for root, _, names in sorted(os.walk(os.path.join(directory, cls))):
+      files += [(os.path.join(root, n), label) for n in sorted(names) if n.lower().endswith(exts)]
+  files += [(os.path.join(directory, n), -1) for n in sorted(os.listdir(directory))
+            if n.lower().endswith(exts) and os.path.isfile(os.path.join(directory, n))]
+  if not files:
+    raise DatasetNotFoundError(f"No images ({', '.join(exts)}) found in {directory!r} or its class subfolders.")
+  positions = np.arange(len(files))[process_index::process_count]
+  images = np.empty((len(positions), image_size, image_size, 3), np.uint8)
+  labels = np.empty((len(positions),), np.int32)
+  for out, pos in enumerate(positions):
+    path, label = files[pos]
+    with Image.open(path) as img:
+      img = img.convert("RGB")
+      scale = image_size / min(img.size)
+      w, h = max(image_size, round(img.size[0] * scale)), max(image_size, round(img.size[1] * scale))
+      img = img.resize((w, h), Image.BICUBIC)
+      left, top = (w - image_size) // 2, (h - image_size) // 2
+      images[out] = np.asarray(img.crop((left, top, left + image_size, top + image_size)))
+    labels[out] = label
+  return ImageDataset(images=images, labels=labels, num_classes=len(classes), indices=positions.astype(np.int64))
+
+
+def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count: int = 1) -> ImageDataset:
+  """Loads `split` of the dataset described by `data_cfg` (source 'tfds' or 'folder').
+
+  Args:
+    data_cfg: config with `source`, `name`, `data_dir`, `image_size`, `folder`.
+    split: a TFDS split; for folders, 'train' reads `folder` and anything else `folder`/../<split>
+      if `eval_folder` is unset.
+    process_index, process_count: which part this process loads.
+
+  Returns:
+    ImageDataset.
+  """
+  if data_cfg.source == "tfds":
+    return load_tfds(data_cfg.name, split, data_dir=data_cfg.data_dir, image_size=data_cfg.image_size,
+                     process_index=process_index, process_count=process_count)
+  if data_cfg.source == "folder":
+    folder = data_cfg.folder if split == data_cfg.train_split else data_cfg.get("eval_folder")
+    if not folder:
+      raise DatasetNotFoundError(f"No folder for split {split!r}: set --config.data.eval_folder "
+                                 f"(or disable the kNN monitor with --config.knn.every_steps=0).")
+    return load_image_folder(folder, image_size=data_cfg.image_size or 32, process_index=process_index,
+                             process_count=process_count)
+  raise ValueError(f"Unknown data.source {data_cfg.source!r}; valid choices: tfds, folder.")

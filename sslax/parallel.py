@@ -1,0 +1,79 @@
+"""Device mesh, shardings and host-to-device batch transfer.
+
+sslax is data parallel: one mesh axis, DATA_AXIS, over every device of every
+process. Parameters and optimizer state are replicated; each batch is a global
+`jax.Array` whose leading dimension is split over the data axis.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all devices of all processes).
+
+  Args:
+    devices: devices to use; tests pass a subset to compare 1 vs N devices.
+
+  Returns:
+    Mesh with the single axis DATA_AXIS.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  # Auto axes: jit inserts any resharding itself (e.g. a host array passed to the step).
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, process_count: int | None = None) -> None:
+  """Raises a ValueError saying what to do when the batch cannot be split evenly.
+
+  Args:
+    global_batch_size: examples per step over all devices.
+    mesh: the training mesh.
+    process_count: number of host processes (default jax.process_count()).
+  """
+  num_devices = mesh.devices.size
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size <= 0 or global_batch_size % num_devices:
+    lower = max(num_devices, global_batch_size // num_devices * num_devices)
+    raise ValueError(
+        f"config.batch_size={global_batch_size} is not divisible by the {num_devices} devices of the mesh. "
+        f"Every device needs the same number of examples: use a multiple of {num_devices} "
+        f"(e.g. --config.batch_size={lower} or {lower + num_devices}).")
+  if global_batch_size % process_count:
+    raise ValueError(f"config.batch_size={global_batch_size} is not divisible by the {process_count} processes.")
+
+
+def to_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles per-process host arrays into global arrays sharded along DATA_AXIS.
+
+  Each process passes its own rows (global_batch / process_count of them); the global
+  batch is their concatenation in process order.
+
+  Args:
+    local_batch: dict of numpy arrays whose leading dimension is this process's rows.
+    mesh: the training mesh.
+
+  Returns:
+    dict of global jax.Arrays with leading dimension global_batch.
+  """
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a host pytree on every device of the mesh."""
+  return jax.device_put(tree, replicated(mesh))

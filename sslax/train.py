@@ -1,0 +1,440 @@
+"""Pretraining loop: data-parallel SSL over a device mesh, with checkpoints and monitors.
+
+`train_and_evaluate(config, workdir)` is the library entry point; `sslax.main` is a thin
+command-line wrapper around it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import PartitionSpec as P
+
+from sslax import augment, parallel
+from sslax.checkpoint import Checkpointer, abstract_with_shardings
+from sslax.config_utils import resolve_steps, validate
+from sslax.data import ImageDataset, load_dataset, train_batches
+from sslax.methods import METHODS, get_method
+from sslax.metrics import MetricWriter, Progress
+from sslax.models import BACKBONES, build_model
+from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
+from sslax.state import TrainState
+
+CONFIG_CHOICES = {
+    "method": tuple(METHODS),
+    "model.backbone": BACKBONES,
+    "model.stem": ("cifar", "imagenet"),
+    "model.dtype": ("float32", "bfloat16"),
+    "optimizer.name": OPTIMIZERS,
+    "optimizer.lr_scaling": LR_SCALINGS,
+    "data.source": ("tfds", "folder"),
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training diverged; the last good checkpoint is left as it was."""
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+@dataclasses.dataclass
+class Setup:
+  """What the loop needs besides the TrainState: built once from the config."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: Any
+  method: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  total_steps: int
+  warmup_steps: int
+  steps_per_epoch: int
+
+
+def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
+                mesh: jax.sharding.Mesh | None = None) -> Setup:
+  """Validates the config and builds mesh, model, method and optimizer.
+
+  Args:
+    config: a config from configs/<method>.py.
+    num_train_examples: size of the full training split (all processes), for epochs.
+    mesh: device mesh (default: all devices).
+
+  Returns:
+    Setup.
+  """
+  validate(config, CONFIG_CHOICES)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_batch_size(config.batch_size, mesh)
+  steps_per_epoch = max(1, num_train_examples // config.batch_size)
+  total_steps = resolve_steps(config, "total", steps_per_epoch)
+  warmup_steps = resolve_steps(config, "warmup", steps_per_epoch)
+  tx, schedule = build_optimizer(config.optimizer, batch_size=config.batch_size, total_steps=total_steps,
+                                 warmup_steps=warmup_steps)
+  return Setup(config=config, mesh=mesh, model=build_model(config.model, bn_axis_name=parallel.DATA_AXIS),
+               method=get_method(config), tx=tx, schedule=schedule, total_steps=total_steps,
+               warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch)
+
+
+def _input_shape(config) -> tuple[int, int, int]:
+  return (config.augment.crop_size, config.augment.crop_size, 3)
+
+
+def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
+  """Initialises the TrainState directly into its (replicated) shardings.
+
+  The shapes come from `jax.eval_shape`, so nothing is materialised twice, and the
+  jitted initialiser places the state on every device of the mesh.
+  """
+  model, method, tx = setup.model, setup.method, setup.tx
+  dummy = jnp.zeros((2, *_input_shape(setup.config)), jnp.float32)
+
+  def init(rng):
+    model_rng, method_rng = jax.random.split(rng)
+    variables = model.init(model_rng, dummy, train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(params), method_state=method.init_state(params, method_rng))
+
+  abstract = jax.eval_shape(init, rng)
+  shardings = jax.tree.map(lambda _: parallel.replicated(setup.mesh), abstract)
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+  """(x - mean) / std per channel, for float images in [0, 1]."""
+  return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
+  """Per-device body: augment this device's rows, then the method's loss and its gradient.
+
+  Per-example keys come from (seed, step, global example index), so the views do not
+  depend on the device count. The method's loss gathers what it needs across devices with
+  explicit collectives and returns the global-batch mean on every device; `jax.grad` then
+  yields the exact global gradient (shard_map transposes the implicit broadcast of the
+  replicated parameters into a sum over devices).
+
+  Returns:
+    ((loss, (new_batch_stats, metrics)), grads).
+  """
+  config, method, axis = setup.config, setup.method, parallel.DATA_AXIS
+  images = batch["image"]
+  n_local = images.shape[0]
+  global_index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
+  keys = augment.example_keys(config.seed, state.step, global_index)
+  views = augment.simclr_views(images, keys, config.augment, num_views=method.num_views)
+  dtype = jnp.dtype(config.model.dtype)
+  views = [normalize(v, config.data.mean, config.data.std).astype(dtype) for v in views]
+
+  def loss_fn(params):
+    return method.loss(setup.model, params, state.batch_stats, state.method_state, views, axis_name=axis)
+
+  return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+
+def _shard(setup: Setup, fn: Callable) -> Callable:
+  # State replicated, batch split along the data axis, outputs replicated.
+  return jax.shard_map(fn, mesh=setup.mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
+
+
+def make_grad_fn(setup: Setup) -> Callable[[TrainState, dict], tuple[jax.Array, Any]]:
+  """Jitted `(state, batch) -> (loss, grads)`, the gradient the train step applies."""
+
+  def fn(state, batch):
+    (loss, _), grads = _local_loss_and_grads(setup, state, batch)
+    return loss, grads
+
+  return jax.jit(_shard(setup, fn))
+
+
+def make_train_step(setup: Setup) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The jitted, donated, pure update `train_step(state, batch) -> (state, metrics)`.
+
+  Runs under `jax.shard_map` over the data axis (see `_local_loss_and_grads`); the
+  optimizer update and the method's post-update run replicated on every device.
+  """
+  tx, method = setup.tx, setup.method
+
+  def local_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    (loss, (batch_stats, metrics)), grads = _local_loss_and_grads(setup, state, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = method.post_update(state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                                 opt_state=opt_state))
+    metrics = dict(metrics, loss=loss, learning_rate=setup.schedule(state.step), grad_norm=optax.global_norm(grads))
+    return new_state, metrics
+
+  return jax.jit(_shard(setup, local_step), donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def make_feature_fn(setup: Setup, image_size: int | None = None) -> Callable:
+  """Jitted `features(state, uint8_images) -> (B, D)` backbone features, evaluation mode.
+
+  Args:
+    setup: the run's Setup.
+    image_size: resize (bilinear) the images to this size first; None keeps them.
+  """
+  config, model = setup.config, setup.model
+
+  def features(state: TrainState, images: jax.Array) -> jax.Array:
+    x = images.astype(jnp.float32) / 255.0
+    if image_size is not None and image_size != x.shape[1]:
+      x = jax.image.resize(x, (x.shape[0], image_size, image_size, 3), "bilinear", antialias=True)
+    x = normalize(x, config.data.mean, config.data.std).astype(jnp.dtype(config.model.dtype))
+    out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    return out["features"]
+
+  return jax.jit(features, out_shardings=parallel.batch_sharding(setup.mesh))
+
+
+def extract_features(feature_fn: Callable, state: TrainState, images: np.ndarray, batch_size: int,
+                     mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Features of every image, computed in global batches sharded over the mesh.
+
+  Every process passes the same full `images`; each contributes its slice of every
+  batch, and the features are gathered back to every process.
+
+  Args:
+    feature_fn: from make_feature_fn.
+    state: the TrainState.
+    images: uint8 (N, H, W, 3), identical on every process.
+    batch_size: global batch; rounded up to a multiple of the device count.
+    mesh: the mesh.
+
+  Returns:
+    float32 (N, D) numpy array.
+  """
+  num_devices, nproc, pid = mesh.devices.size, jax.process_count(), jax.process_index()
+  batch_size = -(-batch_size // num_devices) * num_devices
+  per_process = batch_size // nproc
+  out = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    valid = len(chunk)
+    if valid < batch_size:  # Pad the last batch so one compiled shape serves every batch.
+      chunk = np.concatenate([chunk, np.zeros((batch_size - valid, *chunk.shape[1:]), chunk.dtype)])
+    local = chunk[pid * per_process:(pid + 1) * per_process]
+    feats = feature_fn(state, parallel.to_global_batch({"image": local}, mesh)["image"])
+    if nproc > 1:
+      from jax.experimental import multihost_utils
+
+      feats = multihost_utils.process_allgather(feats, tiled=True)
+    out.append(np.asarray(feats)[:valid])
+  return np.concatenate(out).astype(np.float32)
+
+
+class KNNMonitor:
+  """Weighted kNN top-1 of the current backbone on the eval split (train split as memory)."""
+
+  def __init__(self, setup: Setup, train_data: ImageDataset, test_data: ImageDataset):
+    knn_cfg = setup.config.knn
+    self.setup = setup
+    limit = lambda d, n: (d.images, d.labels) if n is None else (d.images[:n], d.labels[:n])
+    self.train_images, self.train_labels = limit(train_data, knn_cfg.max_train_examples)
+    self.test_images, self.test_labels = limit(test_data, knn_cfg.max_test_examples)
+    self.num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1)
+    self.feature_fn = make_feature_fn(setup, knn_cfg.get("image_size"))
+
+  def __call__(self, state: TrainState) -> dict[str, float]:
+    from sslax.evaluate.knn import knn_accuracy
+
+    knn_cfg, mesh = self.setup.config.knn, self.setup.mesh
+    start = time.time()
+    train_f = extract_features(self.feature_fn, state, self.train_images, knn_cfg.batch_size, mesh)
+    test_f = extract_features(self.feature_fn, state, self.test_images, knn_cfg.batch_size, mesh)
+    acc = knn_accuracy(train_f, self.train_labels, test_f, self.test_labels, num_classes=self.num_classes,
+                       k=knn_cfg.k, temperature=knn_cfg.temperature, chunk_size=knn_cfg.chunk_size)
+    return {"knn_top1": float(acc[knn_cfg.k]), "knn_time_s": time.time() - start}
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps (save, then exit)."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # A second Ctrl-C stops at once.
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+  """Pretrains `config.method` and monitors it; resumes automatically from `workdir`.
+
+  Args:
+    config: a config from configs/<method>.py (validated here).
+    workdir: directory for checkpoints, metrics.jsonl, TensorBoard events and config.json.
+    mesh: device mesh (default: all devices of all processes).
+
+  Returns:
+    Summary dict: final 'step', 'stopped_by_signal', last metrics, final 'knn_top1' (if run).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  pid, nproc = jax.process_index(), jax.process_count()
+  # Validate the config before touching data or devices so mistakes fail fast.
+  validate(config, CONFIG_CHOICES)
+  train_data = load_dataset(config.data, config.data.train_split, process_index=pid, process_count=nproc)
+  num_train = len(train_data) * nproc
+  setup = build_setup(config, num_train, mesh)
+  mesh = setup.mesh
+  local_batch = config.batch_size // nproc
+  logging.info("%s: %d devices in %d process(es), global batch %d, %d steps (%d/epoch, %.1f epochs).",
+               config.method, mesh.devices.size, nproc, config.batch_size, setup.total_steps,
+               setup.steps_per_epoch, setup.total_steps / setup.steps_per_epoch)
+  if pid == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  checkpointer = Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                              async_save=config.checkpoint.async_save)
+  state = create_train_state(setup, jax.random.PRNGKey(config.seed))
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(abstract_with_shardings(state))
+    logging.info("Resumed from checkpoint step %d in %s.", int(state.step), checkpointer.directory)
+  start_step = int(state.step)
+
+  knn_monitor = None
+  if config.knn.every_steps or config.knn.get("at_end", True):
+    if train_data.num_classes or (train_data.labels >= 0).any():
+      full_train = train_data if nproc == 1 else load_dataset(config.data, config.data.train_split)
+      knn_monitor = KNNMonitor(setup, full_train, load_dataset(config.data, config.data.eval_split))
+
+  writer = MetricWriter(workdir, enabled=pid == 0)
+  train_step = make_train_step(setup)
+  to_device = lambda batch: parallel.to_global_batch({"image": batch["image"]}, mesh)
+  batches = train_batches(train_data, batch_size=local_batch, seed=config.seed, start_step=start_step,
+                          process_index=pid, to_device=to_device)
+  progress = Progress(setup.total_steps, start_step)
+  summary: dict[str, Any] = {"stopped_by_signal": False}
+  last_metrics: dict[str, float] = {}
+  train_time = _previous_train_time(workdir, start_step)
+
+  def save(step_state: TrainState) -> None:
+    checkpointer.save(step_state, int(step_state.step))
+
+  with _StopSignal() as stop:
+    step, compile_s = start_step, None
+    if step < min(setup.total_steps, config.get("stop_at_step") or setup.total_steps):
+      t0 = time.time()
+      _, first = next(batches)
+      train_step = train_step.lower(state, first).compile()
+      compile_s = time.time() - t0
+      logging.info("Compiled the train step in %.1f s.", compile_s)
+      batches = _chain([(step, first)], batches)
+    window_start, window_steps = time.time(), 0
+    stop_at = min(setup.total_steps, config.get("stop_at_step") or setup.total_steps)
+    for step, batch in batches:
+      if step >= stop_at:
+        break
+      step_start = time.time()
+      state, metrics = train_step(state, batch)
+      loss = float(metrics["loss"])  # Host sync each step: divergence is caught before any save.
+      step_time = time.time() - step_start
+      train_time += step_time
+      window_steps += 1
+      done = step + 1
+      if not math.isfinite(loss):
+        checkpointer.wait()
+        raise NonFiniteLossError(
+            f"Loss became {loss} at step {done}. Training stopped; the last good checkpoint "
+            f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is intact. Lower "
+            f"--config.optimizer.base_learning_rate or lengthen the warm-up, then rerun (it resumes from there).")
+      if done % config.log_every_steps == 0 or done == setup.total_steps:
+        elapsed = time.time() - window_start
+        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last_metrics.update(images_per_sec=window_steps * config.batch_size / elapsed,
+                            step_time_s=elapsed / window_steps, train_time_s=train_time,
+                            epoch=done / setup.steps_per_epoch)
+        if compile_s is not None:  # Reported once, with the first record of this run.
+          last_metrics["compile_time_s"], compile_s = compile_s, None
+        writer.write(done, last_metrics)
+        progress.log(done, last_metrics)
+        window_start, window_steps = time.time(), 0
+      if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
+        knn = knn_monitor(state)
+        writer.write(done, dict(knn, train_time_s=train_time))
+        logging.info("step %d  kNN top-1 %.4f (%.1f s)", done, knn["knn_top1"], knn["knn_time_s"])
+        window_start = time.time()  # kNN time is not training throughput.
+      if done % config.checkpoint.every_steps == 0 or done == stop_at:
+        save(state)
+      if _any_process(stop.received is not None):
+        save(state)
+        logging.warning("Received signal %s: saved checkpoint step %d and stopped. Rerun the same command "
+                        "to resume.", stop.received, done)
+        summary["stopped_by_signal"] = True
+        break
+
+  final_step = int(state.step)
+  if (knn_monitor and final_step >= setup.total_steps and not summary["stopped_by_signal"]
+      and config.knn.get("at_end", True)):
+    knn = knn_monitor(state)
+    writer.write(final_step, dict(knn, train_time_s=train_time))
+    logging.info("Final kNN top-1 %.4f at step %d.", knn["knn_top1"], final_step)
+    summary.update(knn)
+  checkpointer.close()
+  writer.close()
+  summary.update(last_metrics, step=final_step, total_steps=setup.total_steps)
+  if pid == 0 and not summary["stopped_by_signal"]:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
+def _chain(first, rest):
+  yield from first
+  yield from rest
+
+
+def _previous_train_time(workdir: str, start_step: int) -> float:
+  """Training seconds logged up to `start_step` by an earlier (interrupted) run."""
+  from sslax.metrics import read_metrics
+
+  times = [r["train_time_s"] for r in read_metrics(workdir) if "train_time_s" in r and r["step"] <= start_step]
+  return max(times, default=0.0)

@@ -1,0 +1,161 @@
+"""Training loop: checkpoints, exact resume, signals, bad input, and the CLI end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sslax import parallel, train
+from sslax.checkpoint import CheckpointError
+from sslax.data import DatasetNotFoundError
+from sslax.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE_DEVICE = lambda: parallel.make_mesh(jax.devices()[:1])
+
+
+def _params(workdir):
+  """(step, params, opt_state) restored from the latest checkpoint of a workdir written by _run."""
+  from sslax.checkpoint import Checkpointer, abstract_with_shardings
+
+  setup = train.build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE())
+  template = train.create_train_state(setup, jax.random.PRNGKey(0))
+  ckpt = Checkpointer(workdir)
+  state = ckpt.restore(abstract_with_shardings(template))
+  ckpt.close()
+  return int(state.step), jax.device_get(state.params), jax.device_get(state.opt_state)
+
+
+_CONFIGS = {}  # workdir -> the config it was trained with.
+
+
+def _run(config, workdir, **overrides):
+  with config.unlocked():
+    for k, v in overrides.items():
+      node, *path = k.split(".")
+      target = config
+      for part in [node, *path][:-1]:
+        target = target[part]
+      target[[node, *path][-1]] = v
+  _CONFIGS[workdir] = config
+  return train.train_and_evaluate(config, workdir, mesh=ONE_DEVICE())
+
+
+def test_resume_is_bitwise_identical_to_uninterrupted_run(tiny_config, tmp_path):
+  import copy
+
+  full, parts = str(tmp_path / "full"), str(tmp_path / "parts")
+  summary = _run(copy.deepcopy(tiny_config), full)
+  assert summary["step"] == 6
+  first = _run(copy.deepcopy(tiny_config), parts, stop_at_step=3)
+  assert first["step"] == 3
+  second = _run(copy.deepcopy(tiny_config), parts)
+  assert second["step"] == 6
+  step_a, params_a, opt_a = _params(full)
+  step_b, params_b, opt_b = _params(parts)
+  assert step_a == step_b == 6
+  for a, b in zip(jax.tree.leaves((params_a, opt_a)), jax.tree.leaves((params_b, opt_b))):
+    np.testing.assert_array_equal(a, b)
+  # The logged losses of steps 4-6 are the same too.
+  loss = lambda w: {r["step"]: r["loss"] for r in read_metrics(w) if "loss" in r}
+  assert loss(full)[6] == loss(parts)[6]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  workdir = str(tmp_path / "diverge")
+  _run(tiny_config, workdir, stop_at_step=3)
+  saved = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
+    _run(tiny_config, workdir, stop_at_step=None, **{"optimizer.base_learning_rate": float("nan")})
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == saved
+  assert _params(workdir)[0] == 3
+
+
+def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_config, tmp_path):
+  workdir = str(tmp_path / "corrupt")
+  _run(tiny_config, workdir, stop_at_step=3)
+  step_dir = os.path.join(workdir, "checkpoints", "3")
+  # Truncate every array file of the checkpoint.
+  damaged = 0
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      if not name.endswith((".json", "_METADATA")) and "metadata" not in name.lower():
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+        damaged += 1
+  assert damaged
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(CheckpointError, match="Could not restore checkpoint step 3.*Nothing was deleted"):
+    _run(tiny_config, workdir, stop_at_step=None)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_missing_dataset_is_a_clear_error(tiny_config, tmp_path):
+  with pytest.raises(DatasetNotFoundError, match=r"not found in .*empty_dir.*TFDS_DATA_DIR"):
+    _run(tiny_config, str(tmp_path / "w"), **{"data.data_dir": str(tmp_path / "empty_dir")})
+  with pytest.raises(DatasetNotFoundError, match="does not exist"):
+    _run(tiny_config, str(tmp_path / "w2"), **{"data.source": "folder", "data.folder": str(tmp_path / "nope")})
+
+
+def test_invalid_choice_lists_valid_values(tiny_config, tmp_path):
+  with pytest.raises(ValueError, match=r"config.optimizer.name; valid choices: lars, sgd, adamw"):
+    _run(tiny_config, str(tmp_path / "w"), **{"optimizer.name": "adam"})
+
+
+def _cli(args, env_extra=None, **kw):
+  env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  return subprocess.run([sys.executable, "-m", "sslax.main", *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, **kw)
+
+
+def test_cli_end_to_end_on_tiny_preset(tmp_path):
+  workdir = str(tmp_path / "cli")
+  out = _cli(["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.knn.max_train_examples=500",
+              "--config.knn.max_test_examples=200"], timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = read_metrics(workdir)
+  steps = [r["step"] for r in records if "loss" in r]
+  assert steps == [2, 4, 6]
+  for key in ("loss", "learning_rate", "contrastive_top1", "embedding_std", "images_per_sec", "step_time_s"):
+    assert all(np.isfinite(r[key]) for r in records if "loss" in r), key
+  knn = [r for r in records if "knn_top1" in r]
+  assert len(knn) == 1 and 0.0 <= knn[0]["knn_top1"] <= 1.0
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))
+  assert any(name.startswith("events") for name in os.listdir(os.path.join(workdir, "tb")))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["method"] == "simclr"
+
+
+def test_cli_unknown_config_key_is_a_clear_error(tmp_path):
+  out = _cli(["--config=configs/simclr.py:tiny", f"--workdir={tmp_path}", "--config.optimiser.name=sgd"], timeout=300)
+  assert out.returncode != 0
+  assert "optimiser" in out.stderr and "optimizer" in out.stderr
+  out = _cli(["--config=configs/simclr.py:nosuchpreset", f"--workdir={tmp_path}"], timeout=300)
+  assert out.returncode != 0 and "valid presets: cpu, cifar10, tiny" in out.stderr
+
+
+def test_sigterm_saves_a_restorable_checkpoint(tmp_path):
+  workdir = str(tmp_path / "sig")
+  args = ["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.total_steps=100000",
+          "--config.checkpoint.every_steps=100000", "--config.log_every_steps=1"]
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.Popen([sys.executable, "-m", "sslax.main", *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 600
+  while time.time() < deadline and len([r for r in read_metrics(workdir) if "loss" in r]) < 3:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  output, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, output[-3000:]
+  steps = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert len(steps) == 1 and steps[0] >= 3, (steps, output[-2000:])
+  # Resume from it for two more steps.
+  out = _cli(args[:2] + [f"--config.stop_at_step={steps[0] + 2}", "--config.knn.every_steps=0"], timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"Resumed from checkpoint step {steps[0]}" in out.stderr
