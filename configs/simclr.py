@@ -98,6 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.knn.batch_size = 1000  # Feature-extraction batch.
   c.knn.max_train_examples = config_dict.placeholder(int)  # First N train examples as the memory bank (None: all).
   c.knn.max_test_examples = config_dict.placeholder(int)  # First N test examples (None: all).
+  c.knn.at_end = True  # Also evaluate (and plot the kNN curve) when training ends.
+  c.knn.image_size = config_dict.placeholder(int)  # Resize eval images to this size (None: stored size).
 
   if preset == "cpu":
     c.model.width_multiplier = 0.25

@@ -178,7 +178,7 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict], tuple[TrainSta
     params = optax.apply_updates(state.params, updates)
     new_state = method.post_update(state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                                  opt_state=opt_state))
-    metrics = dict(metrics, loss=loss, learning_rate=setup.schedule(state.step), grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, learning_rate=setup.schedule(state.step), grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
   return jax.jit(_shard(setup, local_step), donate_argnums=(0,))
@@ -253,7 +253,7 @@ class KNNMonitor:
     self.train_images, self.train_labels = limit(train_data, knn_cfg.max_train_examples)
     self.test_images, self.test_labels = limit(test_data, knn_cfg.max_test_examples)
     self.num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1)
-    self.feature_fn = make_feature_fn(setup, knn_cfg.get("image_size"))
+    self.feature_fn = make_feature_fn(setup, knn_cfg.image_size)
 
   def __call__(self, state: TrainState) -> dict[str, float]:
     from sslax.evaluate.knn import knn_accuracy
@@ -341,7 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(state.step)
 
   knn_monitor = None
-  if config.knn.every_steps or config.knn.get("at_end", True):
+  if config.knn.every_steps or config.knn.at_end:
     if train_data.num_classes or (train_data.labels >= 0).any():
       full_train = train_data if nproc == 1 else load_dataset(config.data, config.data.train_split)
       knn_monitor = KNNMonitor(setup, full_train, load_dataset(config.data, config.data.eval_split))
@@ -361,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   with _StopSignal() as stop:
     step, compile_s = start_step, None
-    if step < min(setup.total_steps, config.get("stop_at_step") or setup.total_steps):
+    if step < min(setup.total_steps, config.stop_at_step or setup.total_steps):
       t0 = time.time()
       _, first = next(batches)
       train_step = train_step.lower(state, first).compile()
@@ -369,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("Compiled the train step in %.1f s.", compile_s)
       batches = _chain([(step, first)], batches)
     window_start, window_steps = time.time(), 0
-    stop_at = min(setup.total_steps, config.get("stop_at_step") or setup.total_steps)
+    stop_at = min(setup.total_steps, config.stop_at_step or setup.total_steps)
     for step, batch in batches:
       if step >= stop_at:
         break
@@ -413,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   final_step = int(state.step)
   if (knn_monitor and final_step >= setup.total_steps and not summary["stopped_by_signal"]
-      and config.knn.get("at_end", True)):
+      and config.knn.at_end):
     knn = knn_monitor(state)
     writer.write(final_step, dict(knn, train_time_s=train_time))
     logging.info("Final kNN top-1 %.4f at step %d.", knn["knn_top1"], final_step)

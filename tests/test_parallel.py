@@ -14,6 +14,8 @@ def test_eight_devices_equal_one_device(tiny_config):
   assert jax.device_count() >= 8, "conftest must give 8 CPU devices"
   rng = np.random.default_rng(0)
   batch_np = {"image": rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)}
+  with tiny_config.unlocked():
+    tiny_config.warmup_steps = 0  # A non-zero learning rate at step 0, so the update is visible.
   results = {}
   for n in (1, 8):
     setup, state = _setup_and_state(tiny_config, jax.devices()[:n])

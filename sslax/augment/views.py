@@ -120,13 +120,17 @@ def _gray(x):
 
 def _rgb_to_hsv(x):
   r, g, b = x[..., 0], x[..., 1], x[..., 2]
-  maxc = jnp.max(x, axis=-1)
+  # The hue branch is chosen by argmax rather than `r == max(x)`: XLA may recompute x in
+  # several fusions with different rounding, and an equality test across them can then
+  # fail for every channel (seen as device-count-dependent colours).
+  channel = jnp.argmax(x, axis=-1)
+  maxc = jnp.take_along_axis(x, channel[..., None], axis=-1)[..., 0]
   minc = jnp.min(x, axis=-1)
   delta = maxc - minc
   safe_delta = jnp.where(delta > 0, delta, 1.0)
   s = jnp.where(maxc > 0, delta / jnp.where(maxc > 0, maxc, 1.0), 0.0)
   rc, gc, bc = (maxc - r) / safe_delta, (maxc - g) / safe_delta, (maxc - b) / safe_delta
-  h = jnp.where(r == maxc, bc - gc, jnp.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+  h = jnp.where(channel == 0, bc - gc, jnp.where(channel == 1, 2.0 + rc - bc, 4.0 + gc - rc))
   h = jnp.where(delta > 0, (h / 6.0) % 1.0, 0.0)
   return h, s, maxc
 
