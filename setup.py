@@ -20,8 +20,6 @@ setup(
         "flax>=0.12,<0.13",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12,<0.13",
-        "chex>=0.1.90",
-        "dm-pix>=0.4.5",
         "ml-collections>=1.1",
         "absl-py>=2.1",
         "numpy>=1.26",
@@ -31,6 +29,7 @@ setup(
         "tensorboardX>=2.6",
         "pillow>=10",
         "matplotlib>=3.8",
+        "scikit-learn>=1.4",  # t-SNE plots; tabular datasets.
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

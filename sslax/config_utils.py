@@ -41,7 +41,10 @@ def check_choice(value, choices: Iterable, key: str) -> None:
 
 
 def resolve_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
-  """Steps of a duration given as `<name>_steps` or `<name>_epochs` (exactly one set).
+  """Steps of a duration given as `<name>_steps` or `<name>_epochs`.
+
+  `<name>_steps`, when set, overrides `<name>_epochs`, so a preset given in epochs can be
+  shortened from the command line with `--config.<name>_steps=N`.
 
   Args:
     config: config with fields `<name>_steps` and/or `<name>_epochs` (None when unset).
@@ -52,10 +55,11 @@ def resolve_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch:
     Number of steps.
   """
   steps, epochs = config.get(f"{name}_steps"), config.get(f"{name}_epochs")
-  if (steps is None) == (epochs is None):
-    raise ValueError(f"Set exactly one of config.{name}_steps and config.{name}_epochs "
-                     f"(got {name}_steps={steps}, {name}_epochs={epochs}); set the other to None.")
-  return int(steps) if steps is not None else int(round(float(epochs) * steps_per_epoch))
+  if steps is not None:
+    return int(steps)
+  if epochs is None:
+    raise ValueError(f"Set config.{name}_steps or config.{name}_epochs (both are None).")
+  return int(round(float(epochs) * steps_per_epoch))
 
 
 def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Iterable]) -> None:

@@ -1,5 +1,7 @@
 r"""Command line: `python -m sslax.main --config=configs/simclr.py[:preset] --workdir=DIR`.
 
+With an evaluation config (`configs/eval.py`) it evaluates a pretrained workdir instead.
+
 Fields of the config can be overridden with `--config.key=value`, e.g.
 `--config.batch_size=256 --config.optimizer.name=sgd`. Rerunning the same command in
 the same workdir resumes from the latest checkpoint.
@@ -33,11 +35,19 @@ def main(argv):
     # On Cloud TPU pods and SLURM/GKE GPU clusters jax finds these by itself.
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  from sslax import train
-
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(), jax.process_count(),
                jax.devices())
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if "protocol" in config:  # configs/eval.py: evaluate a pretrained workdir.
+    from sslax.evaluate.run import evaluate
+    from sslax.metrics import quiet_library_logs
+
+    quiet_library_logs()
+    evaluate(config, _WORKDIR.value)
+    return
+  from sslax import train
+
+  summary = train.train_and_evaluate(config, _WORKDIR.value)
   if summary.get("stopped_by_signal"):
     logging.info("Stopped by signal at step %d; rerun the same command to resume.", summary["step"])
 

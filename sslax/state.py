@@ -19,6 +19,7 @@ class TrainState:
     opt_state: optax state.
     method_state: method-specific state, e.g. target-network params, a key queue or
       DINO's center; an empty dict for SimCLR.
+    probe: the online linear probe {'params': {'w', 'b'}, 'opt_state'} ({} when disabled).
   """
 
   step: jax.Array
@@ -26,3 +27,4 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   method_state: Any
+  probe: Any

@@ -26,7 +26,7 @@ from sslax.checkpoint import Checkpointer, abstract_with_shardings
 from sslax.config_utils import resolve_steps, validate
 from sslax.data import ImageDataset, load_dataset, train_batches
 from sslax.methods import METHODS, get_method
-from sslax.metrics import MetricWriter, Progress
+from sslax.metrics import MetricWriter, Progress, plot_training_curves, quiet_library_logs
 from sslax.models import BACKBONES, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
 from sslax.state import TrainState
@@ -62,16 +62,20 @@ class Setup:
   total_steps: int
   warmup_steps: int
   steps_per_epoch: int
+  num_classes: int = 0  # > 0: an online linear probe is trained on stop_gradient(features).
+  probe_tx: optax.GradientTransformation | None = None
 
 
 def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
-                mesh: jax.sharding.Mesh | None = None) -> Setup:
+                mesh: jax.sharding.Mesh | None = None, num_classes: int = 0) -> Setup:
   """Validates the config and builds mesh, model, method and optimizer.
 
   Args:
     config: a config from configs/<method>.py.
     num_train_examples: size of the full training split (all processes), for epochs.
     mesh: device mesh (default: all devices).
+    num_classes: label classes of the training data; with config.online_probe.enabled an
+      online linear probe is trained (0: no labels, no probe).
 
   Returns:
     Setup.
@@ -84,9 +88,11 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
   warmup_steps = resolve_steps(config, "warmup", steps_per_epoch)
   tx, schedule = build_optimizer(config.optimizer, batch_size=config.batch_size, total_steps=total_steps,
                                  warmup_steps=warmup_steps)
+  probe = config.online_probe.enabled and num_classes > 0
   return Setup(config=config, mesh=mesh, model=build_model(config.model, bn_axis_name=parallel.DATA_AXIS),
                method=get_method(config), tx=tx, schedule=schedule, total_steps=total_steps,
-               warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch)
+               warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch, num_classes=num_classes if probe else 0,
+               probe_tx=optax.adam(config.online_probe.learning_rate) if probe else None)
 
 
 def _input_shape(config) -> tuple[int, int, int]:
@@ -106,8 +112,13 @@ def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
     model_rng, method_rng = jax.random.split(rng)
     variables = model.init(model_rng, dummy, train=False)
     params = variables["params"]
+    probe = {}
+    if setup.num_classes:
+      dim = model.apply(variables, dummy, train=False)["features"].shape[-1]
+      probe_params = {"w": jnp.zeros((dim, setup.num_classes)), "b": jnp.zeros((setup.num_classes,))}
+      probe = {"params": probe_params, "opt_state": setup.probe_tx.init(probe_params)}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(params), method_state=method.init_state(params, method_rng))
+                      opt_state=tx.init(params), method_state=method.init_state(params, method_rng), probe=probe)
 
   abstract = jax.eval_shape(init, rng)
   shardings = jax.tree.map(lambda _: parallel.replicated(setup.mesh), abstract)
@@ -132,7 +143,7 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
   replicated parameters into a sum over devices).
 
   Returns:
-    ((loss, (new_batch_stats, metrics)), grads).
+    ((loss, (new_batch_stats, metrics, features)), grads).
   """
   config, method, axis = setup.config, setup.method, parallel.DATA_AXIS
   images = batch["image"]
@@ -147,6 +158,32 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
     return method.loss(setup.model, params, state.batch_stats, state.method_state, views, axis_name=axis)
 
   return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+
+def _online_probe_update(setup: Setup, probe: dict, features: jax.Array, labels: jax.Array) -> tuple[dict, dict]:
+  """One Adam step of the online linear probe on this device's rows (global-batch mean loss).
+
+  The probe sees `stop_gradient(features)` and has its own parameters and optimizer, so
+  it never changes the encoder's update; examples labelled -1 are ignored.
+
+  Returns:
+    (new probe {'params', 'opt_state'}, {'online_probe_loss', 'online_probe_top1'}).
+  """
+  axis = parallel.DATA_AXIS
+  features = jax.lax.stop_gradient(features).astype(jnp.float32)
+  valid = labels >= 0
+  n_valid = jnp.maximum(jax.lax.psum(valid.sum(), axis), 1)
+
+  def loss_fn(p):
+    logits = features @ p["w"] + p["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    return jax.lax.psum(jnp.sum(ce * valid), axis) / n_valid, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(probe["params"])
+  correct = jax.lax.psum(jnp.sum((jnp.argmax(logits, axis=-1) == labels) & valid), axis)
+  updates, opt_state = setup.probe_tx.update(grads, probe["opt_state"], probe["params"])
+  new_probe = {"params": optax.apply_updates(probe["params"], updates), "opt_state": opt_state}
+  return new_probe, {"online_probe_loss": loss, "online_probe_top1": correct / n_valid}
 
 
 def _shard(setup: Setup, fn: Callable) -> Callable:
@@ -173,11 +210,15 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, dict], tuple[TrainSta
   tx, method = setup.tx, setup.method
 
   def local_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    (loss, (batch_stats, metrics)), grads = _local_loss_and_grads(setup, state, batch)
+    (loss, (batch_stats, metrics, features)), grads = _local_loss_and_grads(setup, state, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    probe = state.probe
+    if setup.num_classes:
+      probe, probe_metrics = _online_probe_update(setup, state.probe, features, batch["label"])
+      metrics = dict(metrics, **probe_metrics)
     new_state = method.post_update(state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                                 opt_state=opt_state))
+                                                 opt_state=opt_state, probe=probe))
     metrics = dict(metrics, loss=loss, learning_rate=setup.schedule(state.step), grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
@@ -317,12 +358,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     Summary dict: final 'step', 'stopped_by_signal', last metrics, final 'knn_top1' (if run).
   """
   os.makedirs(workdir, exist_ok=True)
+  quiet_library_logs()
   pid, nproc = jax.process_index(), jax.process_count()
   # Validate the config before touching data or devices so mistakes fail fast.
   validate(config, CONFIG_CHOICES)
   train_data = load_dataset(config.data, config.data.train_split, process_index=pid, process_count=nproc)
   num_train = len(train_data) * nproc
-  setup = build_setup(config, num_train, mesh)
+  has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
+  num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
+  setup = build_setup(config, num_train, mesh, num_classes=num_classes)
   mesh = setup.mesh
   local_batch = config.batch_size // nproc
   logging.info("%s: %d devices in %d process(es), global batch %d, %d steps (%d/epoch, %.1f epochs).",
@@ -348,7 +392,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   writer = MetricWriter(workdir, enabled=pid == 0)
   train_step = make_train_step(setup)
-  to_device = lambda batch: parallel.to_global_batch({"image": batch["image"]}, mesh)
+  keys = ("image", "label") if setup.num_classes else ("image",)
+  to_device = lambda batch: parallel.to_global_batch({k: batch[k] for k in keys}, mesh)
   batches = train_batches(train_data, batch_size=local_batch, seed=config.seed, start_step=start_step,
                           process_index=pid, to_device=to_device)
   progress = Progress(setup.total_steps, start_step)
@@ -368,16 +413,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       compile_s = time.time() - t0
       logging.info("Compiled the train step in %.1f s.", compile_s)
       batches = _chain([(step, first)], batches)
+    # train_time counts wall-clock time in the loop (steps, input waits, checkpoint saves)
+    # but not compilation or kNN evaluation, so "minutes of training" means the same
+    # whatever the evaluation schedule.
     window_start, window_steps = time.time(), 0
+    mark = time.time()
     stop_at = min(setup.total_steps, config.stop_at_step or setup.total_steps)
     for step, batch in batches:
       if step >= stop_at:
         break
-      step_start = time.time()
       state, metrics = train_step(state, batch)
       loss = float(metrics["loss"])  # Host sync each step: divergence is caught before any save.
-      step_time = time.time() - step_start
-      train_time += step_time
+      train_time += time.time() - mark
+      mark = time.time()
       window_steps += 1
       done = step + 1
       if not math.isfinite(loss):
@@ -398,12 +446,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         progress.log(done, last_metrics)
         window_start, window_steps = time.time(), 0
       if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
+        train_time += time.time() - mark
         knn = knn_monitor(state)
         writer.write(done, dict(knn, train_time_s=train_time))
         logging.info("step %d  kNN top-1 %.4f (%.1f s)", done, knn["knn_top1"], knn["knn_time_s"])
-        window_start = time.time()  # kNN time is not training throughput.
+        if pid == 0:
+          plot_training_curves(workdir)
+        mark = time.time()  # kNN time is neither training time nor training throughput.
+        window_start, window_steps = mark, 0
       if done % config.checkpoint.every_steps == 0 or done == stop_at:
         save(state)
+      train_time += time.time() - mark
+      mark = time.time()
       if _any_process(stop.received is not None):
         save(state)
         logging.warning("Received signal %s: saved checkpoint step %d and stopped. Rerun the same command "
@@ -417,6 +471,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     knn = knn_monitor(state)
     writer.write(final_step, dict(knn, train_time_s=train_time))
     logging.info("Final kNN top-1 %.4f at step %d.", knn["knn_top1"], final_step)
+    if pid == 0:
+      plot_training_curves(workdir)
     summary.update(knn)
   checkpointer.close()
   writer.close()

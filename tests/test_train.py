@@ -127,6 +127,8 @@ def test_cli_end_to_end_on_tiny_preset(tmp_path):
   knn = [r for r in records if "knn_top1" in r]
   assert len(knn) == 1 and 0.0 <= knn[0]["knn_top1"] <= 1.0
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))
+  with open(os.path.join(workdir, "training_curves.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert any(name.startswith("events") for name in os.listdir(os.path.join(workdir, "tb")))
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["method"] == "simclr"

@@ -3,7 +3,8 @@
 - `num_views`: how many augmented views of each image the loss takes;
 - `init_state(params, rng)`: method state kept in TrainState.method_state;
 - `loss(model, params, batch_stats, method_state, views, axis_name)`:
-  (loss, (new_batch_stats, metrics)), with collectives over `axis_name`;
+  (loss, (new_batch_stats, metrics, features)), with collectives over `axis_name`;
+  `features` are the backbone outputs of the first view, for the online probe;
 - `post_update(state)`: pure update after the optimizer step (EMA targets, queues).
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ class SimCLR:
     return {}
 
   def loss(self, model, params, batch_stats, method_state, views: Sequence[jax.Array], *,
-           axis_name: str | None) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]:
+           axis_name: str | None) -> tuple[jax.Array, tuple[Any, dict[str, jax.Array], jax.Array]]:
     """NT-Xent on the projections of two views.
 
     Args:
@@ -34,7 +34,8 @@ class SimCLR:
       axis_name: data axis for the collectives.
 
     Returns:
-      (loss, (new_batch_stats, metrics)).
+      (loss, (new_batch_stats, metrics, features)), features being the backbone output of
+      the first view (n_local, D), for the online probe.
     """
     del method_state
     n = views[0].shape[0]
@@ -43,7 +44,7 @@ class SimCLR:
     z = out["projection"]
     loss, metrics = losses.nt_xent(z[:n], z[n:], temperature=self.temperature, axis_name=axis_name)
     metrics["embedding_std"] = losses.embedding_std(z, axis_name)
-    return loss, (updates["batch_stats"], metrics)
+    return loss, (updates["batch_stats"], metrics, out["features"][:n])
 
   def post_update(self, state):
     return state

@@ -15,6 +15,14 @@ import jax.numpy as jnp
 ModuleDef = Any
 
 
+def _add_shortcut(block: nn.Module, residual, y):
+  """relu(shortcut(residual) + y); the shortcut is a 1x1 conv + BN when the shape changes."""
+  if residual.shape != y.shape:
+    residual = block.conv(y.shape[-1], (1, 1), block.strides, name="proj_conv")(residual)
+    residual = block.norm(name="proj_bn")(residual)
+  return nn.relu(residual + y)
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
 
@@ -31,10 +39,7 @@ class BasicBlock(nn.Module):
     y = self.conv(self.filters, (3, 3))(y)
     # Zero-initialised last BN scale: each block starts as the identity (Goyal et al. 2017).
     y = self.norm(scale_init=nn.initializers.zeros)(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), self.strides, name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    return _add_shortcut(self, residual, y)
 
 
 class BottleneckBlock(nn.Module):
@@ -52,10 +57,7 @@ class BottleneckBlock(nn.Module):
     y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), self.strides)(y)))
     y = self.conv(self.filters * 4, (1, 1))(y)
     y = self.norm(scale_init=nn.initializers.zeros)(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * 4, (1, 1), self.strides, name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    return _add_shortcut(self, residual, y)
 
 
 class ResNet(nn.Module):

@@ -1,0 +1,58 @@
+r"""Evaluation protocols against a pretraining workdir (any method).
+
+Presets (`--config=configs/eval.py:PRESET`), each also scoring the baselines (random-init
+backbone; raw pixels for kNN/linear; training from scratch for fine-tuning):
+  knn       weighted kNN on L2-normalised frozen features (k = 20 and 200, T = 0.1):
+              python -m sslax.main --config=configs/eval.py:knn \
+                  --config.pretrained_workdir=workdirs/simclr_cpu --workdir=workdirs/simclr_cpu_eval
+  linear    frozen-feature linear probe (L-BFGS softmax regression, L2 chosen on 10% held out):
+              python -m sslax.main --config=configs/eval.py:linear \
+                  --config.pretrained_workdir=workdirs/simclr_cpu --workdir=workdirs/simclr_cpu_eval
+  finetune  fine-tune backbone + new head on class-balanced 1% and 10% label subsets:
+              python -m sslax.main --config=configs/eval.py:finetune \
+                  --config.pretrained_workdir=workdirs/simclr_cpu --workdir=workdirs/simclr_cpu_eval
+  all       (default) the three above.
+
+Outputs in --workdir: results.json, results.md (one row per encoder and protocol; rows are
+appended, so one table can collect many runs: --config.results_table=PATH), the label
+subsets as JSON index files, training_curves.png, tsne.png and retrieval.png.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+PRESETS = ("all", "knn", "linear", "finetune")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the locked evaluation config of a preset (see the module docstring)."""
+  from sslax.config_utils import parse_arg
+  from sslax.evaluate.finetune import default_finetune_config
+
+  preset, _ = parse_arg(arg, PRESETS, default="all")
+  c = ml_collections.ConfigDict()
+  c.protocol = preset
+  c.pretrained_workdir = ""  # Required: the --workdir of a pretraining run (or an exported backbone).
+  c.step = config_dict.placeholder(int)  # Checkpoint step (None: latest).
+  c.data_dir = config_dict.placeholder(str)  # Overrides the pretraining config's data.data_dir.
+  c.seed = 0
+  c.baselines = True
+  c.image_size = config_dict.placeholder(int)  # Evaluation resolution (None: stored size).
+  c.feature_batch_size = 500
+  c.max_train_examples = config_dict.placeholder(int)  # None: the whole training split.
+  c.max_test_examples = config_dict.placeholder(int)
+  c.results_table = ""  # Markdown table to append to ('' = <workdir>/results.md).
+  c.plots = True
+  c.plot_points = 2000
+
+  c.knn = ml_collections.ConfigDict()
+  c.knn.ks = (20, 200)
+  c.knn.temperature = 0.1
+  c.knn.chunk_size = 256
+
+  c.linear = ml_collections.ConfigDict()
+  c.linear.l2_grid = (1e-5, 1e-4, 1e-3, 1e-2)
+  c.linear.val_fraction = 0.1
+  c.linear.max_iters = 300
+
+  c.finetune = default_finetune_config()
+  return c.lock()
