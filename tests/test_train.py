@@ -23,12 +23,12 @@ def _params(workdir):
   """(step, params, opt_state) restored from the latest checkpoint of a workdir written by _run."""
   from sslax.checkpoint import Checkpointer, abstract_with_shardings
 
-  setup = train.build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE())
+  setup = train.build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE(), num_classes=10)  # CIFAR-10: probe on.
   template = train.create_train_state(setup, jax.random.PRNGKey(0))
   ckpt = Checkpointer(workdir)
   state = ckpt.restore(abstract_with_shardings(template))
   ckpt.close()
-  return int(state.step), jax.device_get(state.params), jax.device_get(state.opt_state)
+  return int(state.step), jax.device_get(state.params), jax.device_get((state.opt_state, state.probe))
 
 
 _CONFIGS = {}  # workdir -> the config it was trained with.
