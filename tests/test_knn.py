@@ -1,5 +1,6 @@
 """Weighted kNN classifier against an independent NumPy brute force, chunked and sharded."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,9 +62,22 @@ def test_chunked_equals_unchunked():
 def test_one_compilation_for_all_chunks():
   # The last, partial chunk is padded, so it reuses the compiled function of the full chunks.
   train, labels, test = random_problem(dim=12)  # A dim no other test uses: a fresh cache entry.
-  before = knn._classify_chunk._cache_size()
+  # On CPU the similarities are jitted and the top-k runs on the host; elsewhere one fused function.
+  fn = knn._similarities_jit if jax.default_backend() == "cpu" else knn._classify_chunk
+  before = fn._cache_size()
   knn.knn_classify(train, labels, test, num_classes=5, k=5, chunk_size=16)
-  assert knn._classify_chunk._cache_size() == before + 1
+  assert fn._cache_size() == before + 1
+
+
+def test_host_topk_matches_lax_top_k_including_ties():
+  rng = np.random.default_rng(0)
+  # Few distinct values: many ties, also at the k-th position.
+  sims = rng.integers(0, 6, size=(64, 300)).astype(np.float32) / 5
+  for k in (1, 7, 50, 300):
+    vals, idx = knn._topk_host(sims, k)
+    ref_vals, ref_idx = jax.lax.top_k(jnp.asarray(sims), k)
+    np.testing.assert_array_equal(vals, np.asarray(ref_vals))
+    np.testing.assert_array_equal(idx, np.asarray(ref_idx))
 
 
 @pytest.mark.parametrize("n_train", [304, 300])  # Divisible by the 8 devices, and not.

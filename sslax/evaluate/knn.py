@@ -82,6 +82,53 @@ def _topk_sharded(q, train_x, train_y, *, kmax: int, n_train: int, mesh: Mesh):
       check_vma=False)(q, train_x, train_y)
 
 
+_similarities_jit = jax.jit(lambda q, x: _similarities(_l2_normalize(q.astype(jnp.float32)), x))
+
+
+def _topk_host(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Exact top-k per row with the same tie rule as lax.top_k (lower index first), in O(N).
+
+  XLA's CPU top_k sorts whole rows (about 90 s for 10k x 50k); numpy's introselect
+  partition is linear. Ties at the k-th value are resolved towards lower indices.
+
+  Returns:
+    (values, indices), each (B, k), sorted by decreasing value then increasing index.
+  """
+  part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+  kth = np.take_along_axis(sims, part, axis=1).min(axis=1)
+  idx = part
+  # Rows where more elements equal the k-th value than were kept: take the lowest indices.
+  n_ge = (sims >= kth[:, None]).sum(axis=1)
+  for r in np.flatnonzero(n_ge > k):
+    above = np.flatnonzero(sims[r] > kth[r])
+    ties = np.flatnonzero(sims[r] == kth[r])[:k - len(above)]
+    idx[r] = np.concatenate([above, ties])
+  vals = np.take_along_axis(sims, idx, axis=1)
+  order = np.lexsort((idx, -vals), axis=1)
+  return np.take_along_axis(vals, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("ks", "num_classes"))
+def _vote(sims, labels, temperature, *, ks: tuple[int, ...], num_classes: int):
+  """(len(ks), B) predictions from sorted neighbour similarities and labels (B, kmax)."""
+  # Subtracting the best similarity rescales a row's scores by a positive constant (argmax
+  # unchanged) and keeps exp finite for small temperatures (exp(1 / 0.01) overflows float32).
+  weights = jnp.exp((sims - sims[:, :1]) / temperature)
+  classes = jnp.arange(num_classes, dtype=labels.dtype)
+  scores = jnp.zeros((sims.shape[0], num_classes), jnp.float32)
+  preds = []
+  prev = 0
+  # Neighbours are sorted, so the votes for k are those for the previous k plus neighbours
+  # prev..k-1: one pass over the kmax neighbours serves every k. A compare-and-sum (fused by
+  # XLA, no (B, k, C) one-hot in memory) rather than scatter-add, which is non-deterministic on GPU.
+  for k in ks:
+    w, y = weights[:, prev:k], labels[:, prev:k]
+    scores = scores + jnp.sum(jnp.where(y[:, :, None] == classes, w[:, :, None], 0.0), axis=1)
+    preds.append(jnp.argmax(scores, axis=1).astype(jnp.int32))  # argmax: first max -> lower class.
+    prev = k
+  return jnp.stack(preds)
+
+
 @functools.partial(jax.jit, static_argnames=("ks", "num_classes", "n_train", "mesh"))
 def _classify_chunk(test_chunk, train_x, train_y, temperature, *, ks: tuple[int, ...],
                     num_classes: int, n_train: int, mesh: Mesh | None):
@@ -107,22 +154,7 @@ def _classify_chunk(test_chunk, train_x, train_y, temperature, *, ks: tuple[int,
     labels = train_y[idx]
   else:
     sims, labels = _topk_sharded(q, train_x, train_y, kmax=kmax, n_train=n_train, mesh=mesh)
-  # Subtracting the best similarity rescales a row's scores by a positive constant (argmax
-  # unchanged) and keeps exp finite for small temperatures (exp(1 / 0.01) overflows float32).
-  weights = jnp.exp((sims - sims[:, :1]) / temperature)
-  classes = jnp.arange(num_classes, dtype=labels.dtype)
-  scores = jnp.zeros((q.shape[0], num_classes), jnp.float32)
-  preds = []
-  prev = 0
-  # Neighbours are sorted, so the votes for k are those for the previous k plus neighbours
-  # prev..k-1: one pass over the kmax neighbours serves every k. A compare-and-sum (fused by
-  # XLA, no (B, k, C) one-hot in memory) rather than scatter-add, which is non-deterministic on GPU.
-  for k in ks:
-    w, y = weights[:, prev:k], labels[:, prev:k]
-    scores = scores + jnp.sum(jnp.where(y[:, :, None] == classes, w[:, :, None], 0.0), axis=1)
-    preds.append(jnp.argmax(scores, axis=1).astype(jnp.int32))  # argmax: first max -> lower class.
-    prev = k
-  return jnp.stack(preds)
+  return _vote(sims, labels, temperature, ks=ks, num_classes=num_classes)
 
 
 def _as_features(x, name: str) -> np.ndarray:
@@ -234,6 +266,11 @@ def knn_classify(train_features, train_labels, test_features, *, num_classes: in
     if block.shape[0] < chunk:
       # Same shape for every chunk -> one compilation; padded rows' predictions are dropped.
       block = np.concatenate([block, np.zeros((chunk - block.shape[0], block.shape[1]), block.dtype)])
+    if mesh is None and jax.default_backend() == "cpu":
+      # On CPU the top-k runs on the host (linear-time partition; see _topk_host).
+      sims, idx = _topk_host(np.asarray(_similarities_jit(block, train_x_dev)), ks[-1])
+      outputs.append(_vote(sims, train_y[idx], temp, ks=ks, num_classes=int(num_classes)))
+      continue
     # Dispatch is asynchronous: all chunks are queued before any result is read back.
     outputs.append(_classify_chunk(block, train_x_dev, train_y_dev, temp, ks=ks,
                                    num_classes=int(num_classes), n_train=n_train, mesh=mesh))
