@@ -187,3 +187,29 @@ def test_eval_cli_end_to_end(tiny_config, tmp_path):
                         f"--config.pretrained_workdir={tmp_path / 'missing'}", f"--workdir={tmp_path / 'e2'}"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "does not exist" in bad.stderr
+
+
+def test_imagenet_uses_the_standard_tfds_label_subsets(monkeypatch, tmp_path):
+  import ml_collections
+
+  from sslax.data.sources import ImageDataset
+  from sslax.evaluate import run
+
+  loaded = []
+
+  def fake_load(data_cfg, split, **_):
+    loaded.append((data_cfg.name, split))
+    return ImageDataset(np.zeros((3, 4, 4, 3), np.uint8), np.arange(3, dtype=np.int32), 3, np.arange(3))
+
+  monkeypatch.setattr(run, "load_dataset", fake_load)
+  data_cfg = ml_collections.ConfigDict({"name": "imagenet2012", "source": "tfds", "train_split": "train"})
+  train_data = ImageDataset(np.zeros((100, 4, 4, 3), np.uint8), np.arange(100) % 10, 10, np.arange(100))
+  config = ml_collections.ConfigDict({"finetune": {"subset_seed": 0}})
+  for fraction, name in ((0.01, "imagenet2012_subset/1pct"), (0.1, "imagenet2012_subset/10pct")):
+    images, _ = run.labelled_subset(config, data_cfg, train_data, str(tmp_path), fraction)
+    assert loaded[-1] == (name, "train") and len(images) == 3
+  # Other datasets: a class-balanced subset of the training split, saved as an index file.
+  data_cfg.name = "cifar10"
+  images, labels = run.labelled_subset(config, data_cfg, train_data, str(tmp_path), 0.2)
+  assert len(images) == 20 and np.all(np.bincount(labels) == 2)
+  assert os.path.exists(subsets.subset_path(str(tmp_path), 0.2, 0))

@@ -120,14 +120,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   if "finetune" in protocols:
     for fraction in config.finetune.label_fractions:
-      if fraction >= 1.0:
-        idx = np.arange(len(train_y))
-      else:
-        idx = load_or_create_subset(workdir, train.labels, fraction, config.finetune.subset_seed, data_cfg.train_split)
+      images, labels = labelled_subset(config, data_cfg, train, workdir, fraction)
       for name, enc in (("pretrained", backbone), ("scratch", random_backbone(backbone.config, seed=config.seed))):
         if name == "scratch" and not config.baselines:
           continue
-        out = finetune(enc, train.images[idx], train.labels[idx], test_x, test_y, num_classes=num_classes,
+        out = finetune(enc, images, labels, test_x, test_y, num_classes=num_classes,
                        cfg=config.finetune, seed=config.seed)
         record(name, "finetune", f"{fraction * 100:g}%", out["top1"], out["top5"], out["time_s"],
                steps=out["steps"], train_examples=out["train_examples"])
@@ -142,6 +139,36 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.plots:
     _plots(config, workdir, backbone, features, test_x, test_y, train_x)
   return results
+
+
+# ImageNet's standard semi-supervised subsets (SimCLR / Chen et al. 2020) ship as TFDS datasets.
+IMAGENET_SUBSETS = {0.01: "imagenet2012_subset/1pct", 0.1: "imagenet2012_subset/10pct"}
+
+
+def labelled_subset(config, data_cfg, train, workdir: str, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """The labelled images for fine-tuning on `fraction` of the labels.
+
+  ImageNet (data.name 'imagenet2012') uses the standard TFDS subsets
+  `imagenet2012_subset/1pct` and `/10pct`; any other dataset a class-balanced subset drawn
+  with `finetune.subset_seed` and saved as an index file in the eval workdir.
+
+  Returns:
+    (uint8 images, int labels).
+  """
+  if fraction >= 1.0:
+    return train.images, train.labels
+  if data_cfg.name.split(":")[0] == "imagenet2012" and fraction in IMAGENET_SUBSETS:
+    subset = load_dataset(dict_with(data_cfg, name=IMAGENET_SUBSETS[fraction]), "train")
+    return subset.images, subset.labels
+  idx = load_or_create_subset(workdir, train.labels, fraction, config.finetune.subset_seed, data_cfg.train_split)
+  return train.images[idx], train.labels[idx]
+
+
+def dict_with(cfg: ml_collections.ConfigDict, **updates) -> ml_collections.ConfigDict:
+  """A copy of `cfg` with some fields replaced."""
+  out = ml_collections.ConfigDict(cfg.to_dict())
+  out.update(updates)
+  return out
 
 
 def _backbone_desc(config) -> str:
