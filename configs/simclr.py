@@ -15,134 +15,19 @@ Presets (`--config=configs/simclr.py:PRESET`):
 Any field can be overridden: --config.batch_size=256 --config.optimizer.name=sgd ...
 """
 import ml_collections
-from ml_collections import config_dict
-
-from sslax.augment import default_simclr_augment_config
 
 PRESETS = ("cpu", "cifar10", "tiny")
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
   from sslax.config_utils import parse_arg
+  from sslax.presets import base_config
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
-  c = ml_collections.ConfigDict()
-  c.preset = preset
-  c.method = "simclr"
-  c.seed = 0
-
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "tfds"  # 'tfds' or 'folder'.
-  c.data.name = "cifar10"
-  c.data.data_dir = config_dict.placeholder(str)  # Default: $TFDS_DATA_DIR.
-  c.data.train_split = "train"
-  c.data.eval_split = "test"
-  c.data.image_size = config_dict.placeholder(int)  # Resize+center-crop on load; None keeps the stored size.
-  c.data.folder = ""  # For source='folder': DIR/<class>/*.jpg or DIR/*.jpg.
-  c.data.eval_folder = ""
-  c.data.mean = CIFAR_MEAN
-  c.data.std = CIFAR_STD
-
-  c.augment = default_simclr_augment_config()
-  c.augment.color_jitter_strength = 0.5  # CIFAR value (1.0 on ImageNet).
-  c.augment.crop_scale = (0.08, 1.0)
-
-  c.model = ml_collections.ConfigDict()
-  c.model.backbone = "resnet18"
-  c.model.stem = "cifar"
-  c.model.width_multiplier = 1.0
-  c.model.dtype = "float32"
-  c.model.projector = ml_collections.ConfigDict()
-  c.model.projector.hidden_dims = (2048,)
-  c.model.projector.output_dim = 128
-  c.model.projector.use_bn = True
-  c.model.projector.last_bn = False
-
+  c = base_config("simclr", preset)
   c.simclr = ml_collections.ConfigDict()
   c.simclr.temperature = 0.5
-
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "lars"  # lars | sgd | adamw
-  c.optimizer.base_learning_rate = 1.0
-  c.optimizer.lr_scaling = "linear"  # linear | sqrt | none (relative to batch 256)
-  c.optimizer.weight_decay = 1e-6
-  c.optimizer.momentum = 0.9
-  c.optimizer.nesterov = False
-  c.optimizer.trust_coefficient = 1e-3
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-
-  c.batch_size = 512
-  c.total_epochs = config_dict.placeholder(float)
-  c.total_steps = config_dict.placeholder(int)
-  c.warmup_epochs = config_dict.placeholder(float)
-  c.warmup_steps = config_dict.placeholder(int)
-  c.total_epochs = 800.0
-  c.warmup_epochs = 10.0
-  # Stop (with a checkpoint) at this step without finishing the schedule; rerun without it to go on.
-  c.stop_at_step = config_dict.placeholder(int)
-
-  c.log_every_steps = 50
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 2000
-  c.checkpoint.max_to_keep = 3
-  c.checkpoint.async_save = True
-
-  # Online linear probe on stop_gradient(backbone features) of the first view, trained with
-  # its own Adam optimizer inside the train step (no effect on the encoder).
-  c.online_probe = ml_collections.ConfigDict()
-  c.online_probe.enabled = True
-  c.online_probe.learning_rate = 1e-3
-
-  c.knn = ml_collections.ConfigDict()
-  c.knn.every_steps = 10000  # 0 disables the periodic kNN monitor; it also runs at the end.
-  c.knn.k = 200
-  c.knn.temperature = 0.1
-  c.knn.chunk_size = 256
-  c.knn.batch_size = 1000  # Feature-extraction batch.
-  c.knn.max_train_examples = config_dict.placeholder(int)  # First N train examples as the memory bank (None: all).
-  c.knn.max_test_examples = config_dict.placeholder(int)  # First N test examples (None: all).
-  c.knn.at_end = True  # Also evaluate (and plot the kNN curve) when training ends.
-  c.knn.image_size = config_dict.placeholder(int)  # Resize eval images to this size (None: stored size).
-
   if preset == "cpu":
-    # Sized for ~20 minutes of training on 2 CPU cores (about 500 image pairs/s); tuned with
-    # short runs, see BENCHMARKS.md. 20x20 crops because XLA's CPU convolutions cost about
-    # 7x more at 32x32; kNN is evaluated on the full 32x32 images.
-    c.model.width_multiplier = 0.25  # 16-wide ResNet-18, as in lightly's CPU benchmark.
-    c.model.projector.hidden_dims = (512,)
-    c.batch_size = 128
-    c.augment.crop_size = 20
-    c.augment.crop_scale = (0.2, 1.0)
-    c.simclr.temperature = 0.2
-    c.optimizer.name = "sgd"
-    c.optimizer.base_learning_rate = 0.8  # x batch/256 = 0.4 at batch 128.
-    c.optimizer.lr_scaling = "linear"
-    c.optimizer.weight_decay = 5e-4
-    c.total_epochs = 11.0
-    c.warmup_epochs = 0.2
-    c.log_every_steps = 50
-    c.checkpoint.every_steps = 500
-    c.knn.every_steps = 1000
-  elif preset == "tiny":
-    c.model.width_multiplier = 0.0625
-    c.model.projector.hidden_dims = (32,)
-    c.model.projector.output_dim = 16
-    c.batch_size = 16
-    c.augment.crop_size = 16
-    c.total_epochs = None
-    c.total_steps = 6
-    c.warmup_epochs = None
-    c.warmup_steps = 2
-    c.log_every_steps = 2
-    c.checkpoint.every_steps = 3
-    c.checkpoint.async_save = False
-    c.knn.every_steps = 0
-    c.knn.k = 20
-    c.knn.batch_size = 200
-    c.knn.max_train_examples = 1000
-    c.knn.max_test_examples = 500
+    c.simclr.temperature = 0.2  # Better than 0.5 in 3-minute runs (BENCHMARKS.md).
   return c.lock()

@@ -94,3 +94,78 @@ def embedding_std(z: jax.Array, axis_name: str | None = None) -> jax.Array:
   mean = global_sum(jnp.sum(z, axis=0), axis_name) / n
   var = global_sum(jnp.sum(jnp.square(z - mean), axis=0), axis_name) / n
   return jnp.mean(jnp.sqrt(jnp.maximum(var, 0.0)))
+
+
+def _global_count(n_local: int, axis_name: str | None) -> jax.Array:
+  return global_sum(jnp.asarray(n_local, jnp.float32), axis_name)
+
+
+def _global_standardize(z: jax.Array, axis_name: str | None, eps: float = 1e-5) -> jax.Array:
+  """(z - mean) / std per dimension with the mean and (biased) variance of the global batch."""
+  n = _global_count(z.shape[0], axis_name)
+  mean = global_sum(z.sum(axis=0), axis_name) / n
+  var = global_sum(jnp.square(z - mean).sum(axis=0), axis_name) / n
+  return (z - mean) / jnp.sqrt(var + eps)
+
+
+def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambd: float = 5e-3,
+                 axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Barlow Twins (Zbontar et al. 2021) with global-batch statistics.
+
+  Each embedding dimension is standardised over the whole global batch, and the
+  cross-correlation C = z1n^T z2n / N sums over all devices (a psum, differentiated exactly),
+  so the loss equals the single-device loss on the global batch.
+
+  Args:
+    z1, z2: (n_local, d) projections of the two views.
+    lambd: weight of the off-diagonal (redundancy-reduction) term.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2, metrics).
+  """
+  n = _global_count(z1.shape[0], axis_name)
+  a = _global_standardize(z1.astype(jnp.float32), axis_name)
+  b = _global_standardize(z2.astype(jnp.float32), axis_name)
+  c = global_sum(jnp.einsum("ni,nj->ij", a, b, precision=jax.lax.Precision.HIGHEST), axis_name) / n
+  diag = jnp.diagonal(c)
+  on_diag = jnp.sum(jnp.square(1.0 - diag))
+  off_diag = jnp.sum(jnp.square(c)) - jnp.sum(jnp.square(diag))
+  return on_diag + lambd * off_diag, {"bt_on_diag": on_diag, "bt_off_diag": off_diag}
+
+
+def vicreg(z1: jax.Array, z2: jax.Array, *, sim_weight: float = 25.0, var_weight: float = 25.0,
+           cov_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4,
+           axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """VICReg (Bardes et al. 2022) with variance and covariance over the global batch.
+
+  Args:
+    z1, z2: (n_local, d) projections of the two views.
+    sim_weight, var_weight, cov_weight: the loss weights (lambda, mu, nu of the paper).
+    gamma: target standard deviation of every dimension.
+    eps: added to the variance inside the square root.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (loss, metrics with the three unweighted terms).
+  """
+  z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
+  n = _global_count(z1.shape[0], axis_name)
+  d = z1.shape[1]
+  invariance = global_sum(jnp.sum(jnp.square(z1 - z2)), axis_name) / (n * d)
+
+  def var_cov(z):
+    mean = global_sum(z.sum(axis=0), axis_name) / n
+    zc = z - mean
+    # Unbiased (N - 1) covariance, as in the paper's implementation.
+    cov = global_sum(jnp.einsum("ni,nj->ij", zc, zc, precision=jax.lax.Precision.HIGHEST), axis_name) / (n - 1)
+    std = jnp.sqrt(jnp.diagonal(cov) + eps)
+    variance = jnp.mean(jax.nn.relu(gamma - std))
+    covariance = (jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(jnp.diagonal(cov)))) / d
+    return variance, covariance
+
+  v1, c1 = var_cov(z1)
+  v2, c2 = var_cov(z2)
+  variance, covariance = (v1 + v2) / 2, c1 + c2
+  loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
+  return loss, {"vicreg_invariance": invariance, "vicreg_variance": variance, "vicreg_covariance": covariance}

@@ -9,9 +9,11 @@
 """
 from __future__ import annotations
 
+from sslax.methods.barlow_twins import BarlowTwins
 from sslax.methods.simclr import SimCLR
+from sslax.methods.vicreg import VICReg
 
-METHODS = {"simclr": SimCLR}
+METHODS = {"simclr": SimCLR, "barlow_twins": BarlowTwins, "vicreg": VICReg}
 
 
 def get_method(config):

@@ -1,0 +1,45 @@
+r"""VICReg (Bardes et al. 2022, "VICReg: Variance-Invariance-Covariance Regularization").
+
+Presets (`--config=configs/vicreg.py:PRESET`):
+  cifar10  CIFAR-10 recipe for accelerators. Loss weights (invariance 25, variance 25,
+           covariance 1, target std 1) and the 3-layer BN-ReLU projector follow the paper; the
+           CIFAR-10 hyper-parameters (ResNet-18 CIFAR stem, projector 2048-2048-2048, batch 256,
+           LARS lr 0.3 x batch/256, weight decay 1e-4, 10 warm-up epochs, 1000 epochs) follow
+           solo-learn's published CIFAR configs (da Costa et al. 2022, JMLR):
+             python -m sslax.main --config=configs/vicreg.py:cifar10 --workdir=workdirs/vicreg_cifar10
+  cpu      (default) the SimCLR CPU sizes (ResNet-18 x0.25, batch 128, 20x20 crops, SGD) with a
+           512-512-512 projector. Not yet benchmarked (see BENCHMARKS.md):
+             python -m sslax.main --config=configs/vicreg.py:cpu --workdir=workdirs/vicreg_cpu
+  tiny     A few steps of a tiny model, for tests.
+"""
+import ml_collections
+
+PRESETS = ("cpu", "cifar10", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
+  from sslax.config_utils import parse_arg
+  from sslax.presets import base_config
+
+  preset, _ = parse_arg(arg, PRESETS, default="cpu")
+  c = base_config("vicreg", preset)
+  c.vicreg = ml_collections.ConfigDict()
+  c.vicreg.sim_weight = 25.0
+  c.vicreg.var_weight = 25.0
+  c.vicreg.cov_weight = 1.0
+  if preset == "cifar10":
+    c.model.projector.hidden_dims = (2048, 2048)
+    c.model.projector.output_dim = 2048
+    c.batch_size = 256
+    c.optimizer.base_learning_rate = 0.3
+    c.optimizer.weight_decay = 1e-4
+    c.total_epochs = 1000.0
+  elif preset == "cpu":
+    c.model.projector.hidden_dims = (512, 512)
+    c.model.projector.output_dim = 512
+    c.optimizer.base_learning_rate = 0.2  # x batch/256.
+  elif preset == "tiny":
+    c.model.projector.hidden_dims = (32, 32)
+    c.model.projector.output_dim = 32
+  return c.lock()
