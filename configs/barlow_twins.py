@@ -21,25 +21,11 @@ PRESETS = ("cpu", "cifar10", "tiny")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
   from sslax.config_utils import parse_arg
-  from sslax.presets import base_config
+  from sslax.presets import base_config, redundancy_reduction_sizes
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("barlow_twins", preset)
   c.barlow_twins = ml_collections.ConfigDict()
   c.barlow_twins.lambd = 5e-3
-  c.model.projector.last_bn = False
-  if preset == "cifar10":
-    c.model.projector.hidden_dims = (2048, 2048)
-    c.model.projector.output_dim = 2048
-    c.batch_size = 256
-    c.optimizer.base_learning_rate = 0.3
-    c.optimizer.weight_decay = 1e-4
-    c.total_epochs = 1000.0
-  elif preset == "cpu":
-    c.model.projector.hidden_dims = (512, 512)
-    c.model.projector.output_dim = 512
-    c.optimizer.base_learning_rate = 0.2  # x batch/256.
-  elif preset == "tiny":
-    c.model.projector.hidden_dims = (32, 32)
-    c.model.projector.output_dim = 32
+  redundancy_reduction_sizes(c, preset)
   return c.lock()

@@ -20,7 +20,7 @@ PRESETS = ("cpu", "cifar10", "tiny")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
   from sslax.config_utils import parse_arg
-  from sslax.presets import base_config
+  from sslax.presets import base_config, redundancy_reduction_sizes
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("vicreg", preset)
@@ -28,18 +28,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.vicreg.sim_weight = 25.0
   c.vicreg.var_weight = 25.0
   c.vicreg.cov_weight = 1.0
-  if preset == "cifar10":
-    c.model.projector.hidden_dims = (2048, 2048)
-    c.model.projector.output_dim = 2048
-    c.batch_size = 256
-    c.optimizer.base_learning_rate = 0.3
-    c.optimizer.weight_decay = 1e-4
-    c.total_epochs = 1000.0
-  elif preset == "cpu":
-    c.model.projector.hidden_dims = (512, 512)
-    c.model.projector.output_dim = 512
-    c.optimizer.base_learning_rate = 0.2  # x batch/256.
-  elif preset == "tiny":
-    c.model.projector.hidden_dims = (32, 32)
-    c.model.projector.output_dim = 32
+  redundancy_reduction_sizes(c, preset)
   return c.lock()

@@ -136,3 +136,23 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
     c.knn.max_train_examples = 1000
     c.knn.max_test_examples = 500
   return c
+
+
+def redundancy_reduction_sizes(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Projector and optimizer sizes shared by Barlow Twins and VICReg (3-layer BN-ReLU projector).
+
+  cifar10: projector 2048-2048-2048, batch 256, LARS lr 0.3 x batch/256, weight decay 1e-4,
+  1000 epochs (solo-learn's published CIFAR configs, da Costa et al. 2022); cpu: a
+  512-512-512 projector and SGD lr 0.2 x batch/256 on the SimCLR CPU sizes; tiny: 32 wide.
+  """
+  width = {"cifar10": 2048, "cpu": 512, "tiny": 32}[preset]
+  c.model.projector.hidden_dims = (width, width)
+  c.model.projector.output_dim = width
+  c.model.projector.last_bn = False
+  if preset == "cifar10":
+    c.batch_size = 256
+    c.optimizer.base_learning_rate = 0.3
+    c.optimizer.weight_decay = 1e-4
+    c.total_epochs = 1000.0
+  elif preset == "cpu":
+    c.optimizer.base_learning_rate = 0.2

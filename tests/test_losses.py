@@ -6,6 +6,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from reference import numerical_grad
 from sslax import losses, parallel
 
 
@@ -22,16 +23,6 @@ def numpy_nt_xent(z1, z2, temperature):
     others = [j for j in range(n2) if j != i]
     total += -(sim[i, pos] - np.log(np.sum(np.exp(sim[i, others]))))
   return total / n2
-
-
-def numerical_grad(f, x, eps=1e-6):
-  g = np.zeros_like(x)
-  for idx in np.ndindex(x.shape):
-    xp, xm = x.copy(), x.copy()
-    xp[idx] += eps
-    xm[idx] -= eps
-    g[idx] = (f(xp) - f(xm)) / (2 * eps)
-  return g
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from reference import numerical_grad
 from sslax import losses, parallel, train
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -34,16 +35,6 @@ def numpy_vicreg(z1, z2, sim=25.0, var=25.0, cov=1.0, eps=1e-4):
 
   (v1, c1), (v2, c2) = terms(z1), terms(z2)
   return sim * inv + var * (v1 + v2) / 2 + cov * (c1 + c2)
-
-
-def numerical_grad(f, x, eps=1e-6):
-  g = np.zeros_like(x)
-  for idx in np.ndindex(x.shape):
-    xp, xm = x.copy(), x.copy()
-    xp[idx] += eps
-    xm[idx] -= eps
-    g[idx] = (f(xp) - f(xm)) / (2 * eps)
-  return g
 
 
 LOSSES = {
