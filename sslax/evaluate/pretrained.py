@@ -30,10 +30,6 @@ class PretrainedError(FileNotFoundError):
   """The pretraining workdir (or its checkpoint) is missing or unusable."""
 
 
-def _normalize(x, mean, std):
-  return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
-
-
 @dataclasses.dataclass
 class Backbone:
   """A backbone and its variables, ready to compute features.
@@ -57,7 +53,9 @@ class Backbone:
     x = images.astype(jnp.float32) / 255.0
     if image_size is not None and image_size != x.shape[1]:
       x = jax.image.resize(x, (x.shape[0], image_size, image_size, 3), "bilinear", antialias=True)
-    return _normalize(x, self.config.data.mean, self.config.data.std)
+    from sslax.train import normalize  # The training step's own normalisation.
+
+    return normalize(x, self.config.data.mean, self.config.data.std)
 
   def apply(self, variables: dict, images: jax.Array, train: bool = False, image_size: int | None = None,
             mutable=False):
