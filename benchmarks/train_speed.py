@@ -66,7 +66,7 @@ def main(argv):
 
   def views(images, step):
     keys = augment.example_keys(config.seed, step, jnp.arange(images.shape[0]))
-    return augment.simclr_views(images, keys, config.augment, num_views=setup.method.num_views)
+    return augment.multicrop_views(images, keys, config.augment, num_global=setup.method.num_views)
 
   aug_fn = jax.jit(views)
   aug_s = _timed(aug_fn, batch["image"], jnp.int32(0), repeats=_STEPS.value)

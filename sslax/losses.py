@@ -22,6 +22,22 @@ def _gather(x: jax.Array, axis_name: str | None) -> jax.Array:
   return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
 
 
+def gather_for_state(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """All-gather (tiled, device order) whose result is typed as replicated, for state updates.
+
+  `lax.all_gather` output counts as device-varying inside shard_map, so it cannot become
+  replicated state (a queue); the sum over devices of x written at this device's offset
+  is the same array and is replicated by construction. Not for use under a gradient.
+  """
+  if axis_name is None:
+    return x
+  n_local = x.shape[0]
+  n_global = jax.lax.psum(n_local, axis_name)
+  padded = jnp.zeros((n_global, *x.shape[1:]), x.dtype)
+  padded = jax.lax.dynamic_update_slice_in_dim(padded, x, _device_offset(n_local, axis_name), axis=0)
+  return jax.lax.psum(padded, axis_name)
+
+
 def _device_offset(n_local: int, axis_name: str | None) -> jax.Array:
   return jnp.int32(0) if axis_name is None else jax.lax.axis_index(axis_name) * n_local
 
@@ -169,3 +185,170 @@ def vicreg(z1: jax.Array, z2: jax.Array, *, sim_weight: float = 25.0, var_weight
   variance, covariance = (v1 + v2) / 2, c1 + c2
   loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
   return loss, {"vicreg_invariance": invariance, "vicreg_variance": variance, "vicreg_covariance": covariance}
+
+
+def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Mean of the per-row values `x` (n_local,) over the global batch."""
+  return global_sum(jnp.sum(x), axis_name) / _global_count(x.shape[0], axis_name)
+
+
+def effective_rank(z: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """RankMe effective rank (Garrido et al. 2023) of the global batch of embeddings.
+
+  exp(entropy(p)), p the singular values of the (N, d) embedding matrix divided by their
+  sum: d when every direction is used equally, 1 for a rank-one (collapsed) batch. The
+  singular values are the square roots of the eigenvalues of Z^T Z, which sums over devices.
+
+  Args:
+    z: (n_local, d) embeddings.
+    axis_name: data axis, or None.
+
+  Returns:
+    Scalar in [1, min(N, d)], identical on every device.
+  """
+  z = z.astype(jnp.float32)
+  gram = global_sum(jnp.einsum("ni,nj->ij", z, z, precision=jax.lax.Precision.HIGHEST), axis_name)
+  singular = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0))
+  p = singular / jnp.maximum(jnp.sum(singular), 1e-12) + 1e-7  # The epsilon of RankMe's reference code.
+  return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
+def negative_cosine(p: jax.Array, z: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """Global-batch mean of -cos(p_i, z_i); z is used as given (callers stop its gradient).
+
+  SimSiam's D(p, z) (Chen & He 2021); BYOL's normalised regression is 2 + 2 * this.
+  """
+  cos = jnp.sum(l2_normalize(p.astype(jnp.float32)) * l2_normalize(z.astype(jnp.float32)), axis=-1)
+  return -global_mean(cos, axis_name)
+
+
+def info_nce_with_queue(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperature: float,
+                        axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MoCo v1/v2 InfoNCE: each query's positive is its key, the negatives the queue.
+
+  Args:
+    q: (n_local, d) queries (unnormalised).
+    k: (n_local, d) keys of the same examples from the momentum encoder (gradient stopped).
+    queue: (K, d) L2-normalised keys of earlier batches, identical on every device.
+    temperature: tau.
+    axis_name: data axis, or None.
+
+  Returns:
+    (global-batch mean cross-entropy with the positive at index 0, {'contrastive_top1'}).
+  """
+  q = l2_normalize(q.astype(jnp.float32))
+  k = l2_normalize(k.astype(jnp.float32))
+  positive = jnp.sum(q * k, axis=-1, keepdims=True)
+  logits = jnp.concatenate([positive, q @ queue.T], axis=1) / temperature
+  row_loss = -jax.nn.log_softmax(logits, axis=-1)[:, 0]
+  correct = (jnp.argmax(logits, axis=-1) == 0).astype(jnp.float32)
+  return global_mean(row_loss, axis_name), {"contrastive_top1": global_mean(correct, axis_name)}
+
+
+def info_nce_gathered(q: jax.Array, k: jax.Array, *, temperature: float,
+                      axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MoCo v3's contrastive loss: queries against the keys of the whole global batch.
+
+  Keys are all-gathered; the positive of local row i is global key offset + i, offset being
+  this device's position times n_local. Scaled by 2 * tau as in the paper's code.
+
+  Args:
+    q: (n_local, d) queries; k: (n_local, d) keys (gradient stopped by the caller).
+    temperature: tau.
+    axis_name: data axis, or None.
+
+  Returns:
+    (global-batch mean of 2 tau * cross-entropy, {'contrastive_top1'}).
+  """
+  q = l2_normalize(q.astype(jnp.float32))
+  keys = _gather(l2_normalize(k.astype(jnp.float32)), axis_name)
+  logits = q @ keys.T / temperature
+  labels = _device_offset(q.shape[0], axis_name) + jnp.arange(q.shape[0])
+  row_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=1)[:, 0]
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return 2.0 * temperature * global_mean(row_loss, axis_name), {"contrastive_top1": global_mean(correct, axis_name)}
+
+
+def sinkhorn(scores: jax.Array, *, epsilon: float, iterations: int, axis_name: str | None = None,
+             weights: jax.Array | None = None) -> jax.Array:
+  """Sinkhorn-Knopp equipartition of samples over prototypes (SwAV, Caron et al. 2020).
+
+  Q = exp(scores / epsilon) is alternately normalised so that every prototype receives the
+  same total mass (sums over the samples of *all* devices, a psum) and every sample has
+  mass 1/B; the result is rescaled so each sample's assignment sums to 1.
+
+  Args:
+    scores: (n_local, K) prototype scores of this device's samples.
+    epsilon: entropic regularisation.
+    iterations: normalisation rounds.
+    axis_name: data axis, or None.
+    weights: optional (n_local,) 0/1 mask; masked samples get no mass and do not count in B
+      (used for the not-yet-filled part of a feature queue).
+
+  Returns:
+    (n_local, K) soft assignments (no gradient), rows summing to 1 for unmasked samples.
+  """
+  scores = jax.lax.stop_gradient(scores.astype(jnp.float32))
+  w = jnp.ones(scores.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
+  # Subtracting the global max leaves every normalised quantity unchanged and keeps exp finite.
+  top = jnp.max(scores)
+  top = top if axis_name is None else jax.lax.pmax(top, axis_name)
+  q = jnp.exp((scores - top) / epsilon) * w[:, None]
+  num_prototypes = scores.shape[1]
+  num_samples = global_sum(jnp.sum(w), axis_name)
+  q = q / global_sum(jnp.sum(q), axis_name)
+  for _ in range(iterations):
+    q = q / global_sum(jnp.sum(q, axis=0, keepdims=True), axis_name) / num_prototypes
+    q = q / jnp.maximum(jnp.sum(q, axis=1, keepdims=True), 1e-30) * w[:, None] / num_samples
+  return q * num_samples
+
+
+def swapped_prediction(scores: list[jax.Array], assignments: dict[int, jax.Array], *, temperature: float,
+                       axis_name: str | None = None) -> jax.Array:
+  """SwAV's swapped prediction: every view predicts the code of each assigned view.
+
+  Args:
+    scores: per view, (n_local, K) prototype scores (all crops, global and local).
+    assignments: view index -> (n_local, K) codes from `sinkhorn` for the views that are
+      assigned (the global crops).
+    temperature: softmax temperature of the predictions.
+    axis_name: data axis, or None.
+
+  Returns:
+    Mean over assigned views i, other views v != i and the global batch of
+    -sum_k q_i log softmax(scores_v / T).
+  """
+  total = 0.0
+  for i, q in assignments.items():
+    others = [v for v in range(len(scores)) if v != i]
+    for v in others:
+      log_p = jax.nn.log_softmax(scores[v].astype(jnp.float32) / temperature, axis=-1)
+      total = total + global_mean(-jnp.sum(q * log_p, axis=-1), axis_name) / len(others)
+  return total / len(assignments)
+
+
+def dino(student: list[jax.Array], teacher: list[jax.Array], center: jax.Array, *, student_temperature: float,
+         teacher_temperature: jax.Array | float, axis_name: str | None = None) -> jax.Array:
+  """DINO's cross-entropy between the centred, sharpened teacher and the student (Caron et al. 2021).
+
+  Args:
+    student: per view (global crops first, then local), (n_local, K) student outputs.
+    teacher: per global view, (n_local, K) teacher outputs (gradient stopped by the caller).
+    center: (K,) running mean of the teacher outputs.
+    student_temperature, teacher_temperature: softmax temperatures.
+    axis_name: data axis, or None.
+
+  Returns:
+    Mean over the pairs (teacher view t, student view s != t) and the global batch of
+    -sum softmax((teacher_t - center) / T_t) * log_softmax(student_s / T_s).
+  """
+  targets = [jax.nn.softmax((t.astype(jnp.float32) - center) / teacher_temperature, axis=-1) for t in teacher]
+  log_probs = [jax.nn.log_softmax(s.astype(jnp.float32) / student_temperature, axis=-1) for s in student]
+  total, pairs = 0.0, 0
+  for t, target in enumerate(targets):
+    for s, log_p in enumerate(log_probs):
+      if s == t:
+        continue
+      total = total + global_mean(-jnp.sum(target * log_p, axis=-1), axis_name)
+      pairs += 1
+  return total / pairs

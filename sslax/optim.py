@@ -46,7 +46,8 @@ def build_optimizer(opt_cfg, *, batch_size: int, total_steps: int,
 
   Args:
     opt_cfg: `name` (lars | sgd | adamw), `base_learning_rate`, `lr_scaling`, `weight_decay`,
-      `momentum`, `trust_coefficient` (LARS), `b1`/`b2` (AdamW).
+      `momentum`, `trust_coefficient` (LARS), `b1`/`b2` (AdamW), optional `fixed_lr_modules`
+      (top-level param groups, e.g. ('predictor',), trained at the constant peak rate).
     batch_size: global batch size, for learning-rate scaling.
     total_steps: length of the cosine schedule.
     warmup_steps: linear warm-up steps.
@@ -56,16 +57,27 @@ def build_optimizer(opt_cfg, *, batch_size: int, total_steps: int,
   """
   peak = scaled_learning_rate(opt_cfg.base_learning_rate, batch_size, opt_cfg.lr_scaling)
   schedule = learning_rate_schedule(peak, total_steps, warmup_steps)
+  tx = _optimizer(opt_cfg, schedule)
+  fixed = tuple(opt_cfg.get("fixed_lr_modules", ()) or ())
+  if fixed:
+    # SimSiam: the predictor keeps the peak learning rate (no warm-up, no decay).
+    def labels(params):
+      return {k: jax.tree.map(lambda _, k=k: "fixed" if k in fixed else "scheduled", v) for k, v in params.items()}
+
+    tx = optax.multi_transform({"scheduled": tx, "fixed": _optimizer(opt_cfg, peak)}, labels)
+  return tx, schedule
+
+
+def _optimizer(opt_cfg, learning_rate) -> optax.GradientTransformation:
+  """The optimizer named by opt_cfg.name with `learning_rate` (a float or a schedule)."""
   name = opt_cfg.name
   if name == "lars":
-    tx = optax.lars(schedule, weight_decay=opt_cfg.weight_decay, weight_decay_mask=decay_mask,
-                    trust_coefficient=opt_cfg.trust_coefficient, trust_ratio_mask=decay_mask,
-                    momentum=opt_cfg.momentum)
-  elif name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay, mask=decay_mask),
-                     optax.sgd(schedule, momentum=opt_cfg.momentum, nesterov=opt_cfg.get("nesterov", False)))
-  elif name == "adamw":
-    tx = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=decay_mask)
-  else:
-    raise ValueError(f"Unknown optimizer.name {name!r}; valid choices: {', '.join(OPTIMIZERS)}.")
-  return tx, schedule
+    return optax.lars(learning_rate, weight_decay=opt_cfg.weight_decay, weight_decay_mask=decay_mask,
+                      trust_coefficient=opt_cfg.trust_coefficient, trust_ratio_mask=decay_mask,
+                      momentum=opt_cfg.momentum)
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(opt_cfg.weight_decay, mask=decay_mask),
+                       optax.sgd(learning_rate, momentum=opt_cfg.momentum, nesterov=opt_cfg.get("nesterov", False)))
+  if name == "adamw":
+    return optax.adamw(learning_rate, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay, mask=decay_mask)
+  raise ValueError(f"Unknown optimizer.name {name!r}; valid choices: {', '.join(OPTIMIZERS)}.")

@@ -54,6 +54,10 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.projector.output_dim = 128
   c.model.projector.use_bn = True
   c.model.projector.last_bn = False
+  c.model.projector.activation = "relu"
+  c.model.predictor = None  # A head config (see mlp_head) for BYOL, SimSiam, MoCo v3.
+  c.model.num_prototypes = 0  # SwAV, DINO: the prototype layer's K.
+  c.model.patch_size = 4  # ViT backbones: 4x4 patches on 32x32 CIFAR images.
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"  # lars | sgd | adamw
@@ -65,6 +69,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.optimizer.trust_coefficient = 1e-3
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
+  c.optimizer.fixed_lr_modules = ()  # Param groups trained at the constant peak rate (SimSiam: predictor).
 
   c.batch_size = 512
   c.total_epochs = config_dict.placeholder(float)
@@ -77,6 +82,8 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.stop_at_step = config_dict.placeholder(int)
 
   c.log_every_steps = 50
+  # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).
+  c.collapse_warning_fraction = 0.2
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 2000
   c.checkpoint.max_to_keep = 3
@@ -156,3 +163,38 @@ def redundancy_reduction_sizes(c: ml_collections.ConfigDict, preset: str) -> Non
     c.total_epochs = 1000.0
   elif preset == "cpu":
     c.optimizer.base_learning_rate = 0.2
+
+
+def mlp_head(hidden_dims, output_dim: int, *, use_bn: bool = True, last_bn: bool = False,
+             activation: str = "relu") -> ml_collections.ConfigDict:
+  """A projector/predictor head config (see models.MLPHead)."""
+  return ml_collections.ConfigDict(dict(hidden_dims=tuple(hidden_dims), output_dim=output_dim, use_bn=use_bn,
+                                        last_bn=last_bn, activation=activation))
+
+
+def preset_width(preset: str, cifar10: int, cpu: int = 512, tiny: int = 32) -> int:
+  """A head width by preset: the published value, the CPU-sized one, or the tiny one."""
+  return {"cifar10": cifar10, "cpu": cpu, "tiny": tiny}[preset]
+
+
+def solo_learn_cifar(c: ml_collections.ConfigDict, *, optimizer: str, learning_rate: float, weight_decay: float,
+                     epochs: float = 1000.0) -> None:
+  """The shared part of solo-learn's CIFAR-10 recipes (da Costa et al. 2022, JMLR,
+  scripts/pretrain/cifar/*.yaml): ResNet-18 CIFAR stem, batch 256, linear lr scaling, 10
+  warm-up epochs then cosine, LARS with eta 0.02 excluding biases and norms, 1000 epochs."""
+  c.batch_size = 256
+  c.optimizer.name = optimizer
+  c.optimizer.base_learning_rate = learning_rate
+  c.optimizer.weight_decay = weight_decay
+  c.optimizer.trust_coefficient = 0.02
+  c.total_epochs = epochs
+  c.warmup_epochs = 10.0
+
+
+def cpu_multicrop(c: ml_collections.ConfigDict) -> None:
+  """Multi-crop on the CPU sizes: two 20x20 global crops of 30-100% of the image and two
+  12x12 local crops of 10-30% (SwAV and DINO)."""
+  c.augment.crop_scale = (0.3, 1.0)
+  c.augment.num_local_crops = 2
+  c.augment.local_crop_size = 12
+  c.augment.local_crop_scale = (0.1, 0.3)

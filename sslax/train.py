@@ -6,6 +6,7 @@ command-line wrapper around it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import optax
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from sslax import augment, parallel
+from sslax import augment, losses, parallel
 from sslax.checkpoint import Checkpointer, abstract_with_shardings
 from sslax.config_utils import resolve_steps, validate
 from sslax.data import ImageDataset, load_dataset, train_batches
@@ -67,7 +68,7 @@ class Setup:
 
 
 def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
-                mesh: jax.sharding.Mesh | None = None, num_classes: int = 0) -> Setup:
+                mesh: jax.sharding.Mesh | None = None, num_classes: int = 0, index_bound: int | None = None) -> Setup:
   """Validates the config and builds mesh, model, method and optimizer.
 
   Args:
@@ -76,6 +77,8 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
     mesh: device mesh (default: all devices).
     num_classes: label classes of the training data; with config.online_probe.enabled an
       online linear probe is trained (0: no labels, no probe).
+    index_bound: 1 + the largest dataset index of a training example (default
+      num_train_examples); sizes DeepCluster v2's memory.
 
   Returns:
     Setup.
@@ -89,8 +92,10 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
   tx, schedule = build_optimizer(config.optimizer, batch_size=config.batch_size, total_steps=total_steps,
                                  warmup_steps=warmup_steps)
   probe = config.online_probe.enabled and num_classes > 0
+  method = get_method(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                      num_examples=num_train_examples if index_bound is None else index_bound)
   return Setup(config=config, mesh=mesh, model=build_model(config.model, bn_axis_name=parallel.DATA_AXIS),
-               method=get_method(config), tx=tx, schedule=schedule, total_steps=total_steps,
+               method=method, tx=tx, schedule=schedule, total_steps=total_steps,
                warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch, num_classes=num_classes if probe else 0,
                probe_tx=optax.adam(config.online_probe.learning_rate) if probe else None)
 
@@ -117,7 +122,8 @@ def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
       dim = model.apply(variables, dummy, train=False)["features"].shape[-1]
       probe_params = {"w": jnp.zeros((dim, setup.num_classes)), "b": jnp.zeros((setup.num_classes,))}
       probe = {"params": probe_params, "opt_state": setup.probe_tx.init(probe_params)}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+    # BN-free models (a ViT with BN-free heads) have no batch_stats collection.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                       opt_state=tx.init(params), method_state=method.init_state(params, method_rng), probe=probe)
 
   abstract = jax.eval_shape(init, rng)
@@ -133,6 +139,17 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
 # ----------------------------------------------------------------------------- step
 
 
+def _augmented_views(setup: Setup, step: jax.Array, images: jax.Array) -> list[jax.Array]:
+  """This device's normalised views (global, then local crops) of its rows of the batch."""
+  config, axis = setup.config, parallel.DATA_AXIS
+  n_local = images.shape[0]
+  global_index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
+  keys = augment.example_keys(config.seed, step, global_index)
+  views = augment.multicrop_views(images, keys, config.augment, num_global=setup.method.num_views)
+  dtype = jnp.dtype(config.model.dtype)
+  return [normalize(v, config.data.mean, config.data.std).astype(dtype) for v in views]
+
+
 def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
   """Per-device body: augment this device's rows, then the method's loss and its gradient.
 
@@ -143,19 +160,14 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
   replicated parameters into a sum over devices).
 
   Returns:
-    ((loss, (new_batch_stats, metrics, features)), grads).
+    ((loss, aux), grads), aux as documented in sslax/methods/__init__.py.
   """
-  config, method, axis = setup.config, setup.method, parallel.DATA_AXIS
-  images = batch["image"]
-  n_local = images.shape[0]
-  global_index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
-  keys = augment.example_keys(config.seed, state.step, global_index)
-  views = augment.simclr_views(images, keys, config.augment, num_views=method.num_views)
-  dtype = jnp.dtype(config.model.dtype)
-  views = [normalize(v, config.data.mean, config.data.std).astype(dtype) for v in views]
+  method, axis = setup.method, parallel.DATA_AXIS
+  views = _augmented_views(setup, state.step, batch["image"])
 
   def loss_fn(params):
-    return method.loss(setup.model, params, state.batch_stats, state.method_state, views, axis_name=axis)
+    return method.loss(setup.model, params, state.batch_stats, state.method_state, views, step=state.step,
+                       axis_name=axis, batch=batch)
 
   return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
@@ -186,6 +198,21 @@ def _online_probe_update(setup: Setup, probe: dict, features: jax.Array, labels:
   return new_probe, {"online_probe_loss": loss, "online_probe_top1": correct / n_valid}
 
 
+def collapse_metrics(embeddings: jax.Array, step: jax.Array, setup: Setup) -> dict[str, jax.Array]:
+  """Collapse monitors of the global batch of embeddings (inside the sharded step).
+
+  'embedding_std': mean per-dimension std of the L2-normalised embeddings, and
+  'embedding_std_ratio' = std * sqrt(d) (about 1 when spread over the sphere, 0 when
+  collapsed, Chen & He 2021); 'effective_rank': RankMe (Garrido et al. 2023). The rank needs
+  an eigendecomposition, so it is computed only on the steps that are logged (NaN otherwise).
+  """
+  axis = parallel.DATA_AXIS
+  std = losses.embedding_std(embeddings, axis)
+  logged = ((step + 1) % setup.config.log_every_steps == 0) | (step + 1 == setup.total_steps)
+  rank = jax.lax.cond(logged, lambda z: losses.effective_rank(z, axis), lambda z: jnp.float32(jnp.nan), embeddings)
+  return {"embedding_std": std, "embedding_std_ratio": std * math.sqrt(embeddings.shape[-1]), "effective_rank": rank}
+
+
 def _shard(setup: Setup, fn: Callable) -> Callable:
   # State replicated, batch split along the data axis, outputs replicated.
   return jax.shard_map(fn, mesh=setup.mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
@@ -201,28 +228,60 @@ def make_grad_fn(setup: Setup) -> Callable[[TrainState, dict], tuple[jax.Array, 
   return jax.jit(_shard(setup, fn))
 
 
-def make_train_step(setup: Setup) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(setup: Setup, return_grads: bool = False) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted, donated, pure update `train_step(state, batch) -> (state, metrics)`.
 
   Runs under `jax.shard_map` over the data axis (see `_local_loss_and_grads`); the
   optimizer update and the method's post-update run replicated on every device.
+
+  Args:
+    setup: the run's Setup.
+    return_grads: also return the gradient that was applied, as metrics['grads'] (for
+      debugging and for the device-count equivalence tests).
   """
   tx, method = setup.tx, setup.method
 
   def local_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    (loss, (batch_stats, metrics, features)), grads = _local_loss_and_grads(setup, state, batch)
+    (loss, aux), grads = _local_loss_and_grads(setup, state, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    metrics = dict(aux["metrics"], **collapse_metrics(aux["embeddings"], state.step, setup))
     probe = state.probe
     if setup.num_classes:
-      probe, probe_metrics = _online_probe_update(setup, state.probe, features, batch["label"])
+      probe, probe_metrics = _online_probe_update(setup, state.probe, aux["features"], batch["label"])
       metrics = dict(metrics, **probe_metrics)
-    new_state = method.post_update(state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                                 opt_state=opt_state, probe=probe))
+    new_state = method.post_update(state.replace(step=state.step + 1, params=params, batch_stats=aux["batch_stats"],
+                                                 opt_state=opt_state, method_state=aux["method_state"], probe=probe))
     metrics = dict(metrics, loss=loss, learning_rate=setup.schedule(state.step), grad_norm=optax.tree.norm(grads))
+    if return_grads:
+      metrics["grads"] = grads
     return new_state, metrics
 
   return jax.jit(_shard(setup, local_step), donate_argnums=(0,))
+
+
+def fill_method_memory(setup: Setup, state: TrainState, batches) -> TrainState:
+  """Before training, runs the method's forward-only `fill_memory` over `batches` (one epoch).
+
+  DeepCluster v2 clusters a memory of every example's projection at the start of each
+  epoch; this pass gives the first clustering the initial network's projections. Views use
+  augmentation steps 2**30 + i, which training never reaches.
+  """
+  method = setup.method
+
+  def local(state, batch):
+    step = jnp.int32(2**30) + batch["fill_step"][0]
+    views = _augmented_views(setup, step, batch["image"])[:method.num_views]
+    method_state = method.fill_memory(setup.model, state.params, state.batch_stats, state.method_state, views,
+                                      index=batch["index"], axis_name=parallel.DATA_AXIS)
+    return state.replace(method_state=method_state)
+
+  fill = jax.jit(_shard(setup, local), donate_argnums=(0,))
+  for i, batch in enumerate(batches):
+    n = batch["image"].shape[0]
+    fill_step = parallel.to_global_batch({"fill_step": np.full((n // jax.process_count(),), i, np.int32)}, setup.mesh)
+    state = fill(state, dict(batch, **fill_step))
+  return state
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -366,7 +425,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   num_train = len(train_data) * nproc
   has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
   num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
-  setup = build_setup(config, num_train, mesh, num_classes=num_classes)
+  index_bound = int(train_data.indices.max()) + 1
+  if nproc > 1:
+    from jax.experimental import multihost_utils
+
+    index_bound = int(np.max(multihost_utils.process_allgather(np.array(index_bound))))
+  setup = build_setup(config, num_train, mesh, num_classes=num_classes, index_bound=index_bound)
   mesh = setup.mesh
   local_batch = config.batch_size // nproc
   logging.info("%s: %d devices in %d process(es), global batch %d, %d steps (%d/epoch, %.1f epochs).",
@@ -392,8 +456,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   writer = MetricWriter(workdir, enabled=pid == 0)
   train_step = make_train_step(setup)
-  keys = ("image", "label") if setup.num_classes else ("image",)
+  keys = ("image",) + (("label",) if setup.num_classes else ()) + (("index",) if setup.method.needs_index else ())
   to_device = lambda batch: parallel.to_global_batch({k: batch[k] for k in keys}, mesh)
+  if hasattr(setup.method, "fill_memory") and start_step == 0:
+    t0 = time.time()
+    fill_batches = train_batches(train_data, batch_size=local_batch, seed=config.seed, start_step=0, process_index=pid,
+                                 to_device=lambda b: parallel.to_global_batch({k: b[k] for k in ("image", "index")},
+                                                                              mesh))
+    state = fill_method_memory(setup, state, (b for _, b in itertools.islice(fill_batches, setup.steps_per_epoch)))
+    logging.info("Filled the %s memory with one forward pass over the data in %.1f s.", config.method,
+                 time.time() - t0)
   batches = train_batches(train_data, batch_size=local_batch, seed=config.seed, start_step=start_step,
                           process_index=pid, to_device=to_device)
   progress = Progress(setup.total_steps, start_step)
@@ -444,6 +516,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           last_metrics["compile_time_s"], compile_s = compile_s, None
         writer.write(done, last_metrics)
         progress.log(done, last_metrics)
+        warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done)
         window_start, window_steps = time.time(), 0
       if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
         train_time += time.time() - mark
@@ -481,6 +554,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
   return summary
+
+
+def warn_if_collapsing(metrics: dict[str, float], fraction: float, step: int) -> bool:
+  """Logs a warning when the embedding std is below `fraction` of its spread-out value 1/sqrt(d).
+
+  Returns:
+    True when the warning was logged.
+  """
+  ratio = metrics.get("embedding_std_ratio")
+  if ratio is None or not fraction or ratio >= fraction:
+    return False
+  logging.warning("Possible collapse at step %d: embedding std is %.3f x 1/sqrt(d) (warning below %.2f; "
+                  "effective rank %.1f). Check the learning rate, the momentum/temperature settings and the "
+                  "augmentations.", step, ratio, fraction, metrics.get("effective_rank", float("nan")))
+  return True
 
 
 def _chain(first, rest):

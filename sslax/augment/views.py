@@ -46,6 +46,11 @@ def default_simclr_augment_config() -> ml_collections.ConfigDict:
   c.blur_prob = (0.0, 0.0)  # Per view; (1.0, 0.1) on ImageNet (BYOL), off on CIFAR.
   c.blur_sigma = (0.1, 2.0)
   c.solarize_prob = (0.0, 0.0)  # Per view; (0.0, 0.2) on ImageNet (BYOL).
+  # Multi-crop (SwAV, DINO): this many extra low-resolution crops per image, on top of the
+  # global views; each has the photometric settings of the last global view.
+  c.num_local_crops = 0
+  c.local_crop_size = 16
+  c.local_crop_scale = (0.05, 0.4)
   return c
 
 
@@ -190,7 +195,8 @@ def _blur_matrix(size: int, sigma) -> jax.Array:
   return w / w.sum(axis=1, keepdims=True)
 
 
-def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int) -> jax.Array:
+def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int, size: int | None = None,
+                scale: Sequence[float] | None = None) -> jax.Array:
   """One augmented view of one image.
 
   Args:
@@ -198,17 +204,20 @@ def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int) -> jax.Array:
     key: this example's key (from example_keys); the view index is folded in here.
     cfg: augmentation config (see default_simclr_augment_config).
     view: view index; selects the per-view blur and solarize probabilities.
+    size: output size (default cfg.crop_size); multi-crop's local views are smaller.
+    scale: random-resized-crop area range (default cfg.crop_scale).
 
   Returns:
-    float32 (S, S, 3) in [0, 1], S = cfg.crop_size.
+    float32 (S, S, 3) in [0, 1], S = size.
   """
   key = jax.random.fold_in(key, view)
   k_crop, k_flip, k_jit_p, k_jit, k_gray, k_blur_p, k_blur, k_sol = jax.random.split(key, 8)
   height, width = image.shape[0], image.shape[1]
-  size = cfg.crop_size
+  size = cfg.crop_size if size is None else size
+  scale = cfg.crop_scale if scale is None else scale
   x = image.astype(jnp.float32) / 255.0
 
-  top, left, ch, cw = _crop_window(k_crop, height, width, tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
+  top, left, ch, cw = _crop_window(k_crop, height, width, tuple(scale), tuple(cfg.crop_ratio))
   ry = resize_weights(top, ch, height, size)
   rx = resize_weights(left, cw, width, size)
   rx = jnp.where(jax.random.uniform(k_flip) < cfg.flip_prob, rx[::-1], rx)
@@ -245,3 +254,28 @@ def simclr_views(images: jax.Array, keys: jax.Array, cfg, num_views: int = 2) ->
     list of num_views float32 (B, S, S, 3) arrays in [0, 1].
   """
   return [jax.vmap(lambda im, k, v=v: simclr_view(im, k, cfg, v))(images, keys) for v in range(num_views)]
+
+
+def multicrop_views(images: jax.Array, keys: jax.Array, cfg, num_global: int = 2) -> list[jax.Array]:
+  """`num_global` views at cfg.crop_size, then cfg.num_local_crops local views (multi-crop,
+  Caron et al. 2020) at cfg.local_crop_size from crops of cfg.local_crop_scale of the area.
+
+  Local view j uses view index num_global + j, so every view has its own key and the views
+  do not depend on the device count; photometric per-view settings (blur, solarize) of
+  local views are those of the last global view.
+
+  Args:
+    images: uint8 (B, H, W, 3).
+    keys: (B, 2) per-example keys from example_keys.
+    cfg: augmentation config.
+    num_global: number of full-size views.
+
+  Returns:
+    list of float32 arrays in [0, 1]: num_global (B, S, S, 3), then the (B, s, s, 3) local views.
+  """
+  views = simclr_views(images, keys, cfg, num_views=num_global)
+  for j in range(cfg.get("num_local_crops", 0)):
+    view = num_global + j
+    views.append(jax.vmap(lambda im, k: simclr_view(im, k, cfg, view, size=cfg.local_crop_size,
+                                                     scale=cfg.local_crop_scale))(images, keys))
+  return views

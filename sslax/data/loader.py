@@ -96,7 +96,8 @@ def train_batches(dataset: ImageDataset, *, batch_size: int, seed: int, start_st
     step = start_step
     while True:
       idx = np.sort(sampler.indices(step))  # Sorted: contiguous reads; order inside a batch is irrelevant.
-      batch = {"image": dataset.images[idx], "label": dataset.labels[idx]}
+      batch = {"image": dataset.images[idx], "label": dataset.labels[idx],
+               "index": dataset.indices[idx].astype(np.int32)}
       yield step, (to_device(batch) if to_device else batch)
       step += 1
 

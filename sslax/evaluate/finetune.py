@@ -124,7 +124,7 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
 
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     upd, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], upd), "batch_stats": updates["batch_stats"],
+    return {"params": optax.apply_updates(state["params"], upd), "batch_stats": updates.get("batch_stats", state["batch_stats"]),
             "opt_state": opt_state, "step": state["step"] + 1}, loss
 
   train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),

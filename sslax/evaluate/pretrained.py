@@ -90,7 +90,9 @@ def _read_config(path: str) -> ml_collections.ConfigDict:
 
 
 def _backbone_variables(variables: dict) -> dict:
-  return {"params": variables["params"]["backbone"], "batch_stats": variables["batch_stats"]["backbone"]}
+  # BN-free backbones (ViT) have no statistics of their own.
+  return {"params": variables["params"]["backbone"],
+          "batch_stats": variables.get("batch_stats", {}).get("backbone", {})}
 
 
 def load_pretrained(workdir: str, step: int | None = None) -> Backbone:

@@ -8,7 +8,8 @@ from sslax.methods.common import TwoViewMethod
 class BarlowTwins(TwoViewMethod):
   """Standardisation and cross-correlation use global-batch statistics (psum over devices)."""
 
-  def __init__(self, config):
+  def __init__(self, config, **schedule):
+    super().__init__(config, **schedule)
     self.lambd = float(config.barlow_twins.lambd)
 
   def pair_loss(self, z1, z2, axis_name):

@@ -10,7 +10,8 @@ class SimCLR(TwoViewMethod):
   same statistics as the paper's implementation (global over both views and all devices);
   negatives are all-gathered from every device."""
 
-  def __init__(self, config):
+  def __init__(self, config, **schedule):
+    super().__init__(config, **schedule)
     self.temperature = float(config.simclr.temperature)
 
   def pair_loss(self, z1, z2, axis_name):

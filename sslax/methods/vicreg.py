@@ -8,7 +8,8 @@ from sslax.methods.common import TwoViewMethod
 class VICReg(TwoViewMethod):
   """Variance and covariance are computed over the global batch (psum over devices)."""
 
-  def __init__(self, config):
+  def __init__(self, config, **schedule):
+    super().__init__(config, **schedule)
     c = config.vicreg
     self.weights = dict(sim_weight=float(c.sim_weight), var_weight=float(c.var_weight), cov_weight=float(c.cov_weight))
 

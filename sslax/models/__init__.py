@@ -6,17 +6,20 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sslax.models.heads import MLPHead
+from sslax.models.heads import MLPHead, Prototypes
 from sslax.models.resnet import RESNET_DEPTHS, BasicBlock, BottleneckBlock, ResNet
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+RESNETS = ("resnet18", "resnet34", "resnet50")
+VITS = ("vit_test", "vit_tiny", "vit_small", "vit_base")
+BACKBONES = RESNETS + VITS
 
 
 def build_backbone(model_cfg, bn_axis_name: str | None = None) -> nn.Module:
   """Builds the backbone named by `model_cfg.backbone`.
 
   Args:
-    model_cfg: config with `backbone`, `width_multiplier`, `stem` and optional `dtype`.
+    model_cfg: config with `backbone`, `width_multiplier`, `stem` (ResNets), `patch_size`
+      (ViTs) and optional `dtype`.
     bn_axis_name: mesh axis for global BatchNorm statistics.
 
   Returns:
@@ -25,6 +28,11 @@ def build_backbone(model_cfg, bn_axis_name: str | None = None) -> nn.Module:
   name = model_cfg.backbone
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}.")
+  if name in VITS:
+    from sslax.models.vit import build_vit
+
+    # Stochastic depth is not wired into the train step (it needs a 'dropout' rng), so it stays off.
+    return build_vit(name, patch_size=model_cfg.get("patch_size", 4), dtype=jnp.dtype(model_cfg.get("dtype", "float32")))
   stages, block = RESNET_DEPTHS[int(name[len("resnet"):])]
   return ResNet(stage_sizes=stages, block_cls=block, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, bn_axis_name=bn_axis_name,
@@ -32,26 +40,58 @@ def build_backbone(model_cfg, bn_axis_name: str | None = None) -> nn.Module:
 
 
 class SSLModel(nn.Module):
-  """Backbone + projection head. Params live under 'backbone' and 'projector', so the
-  backbone alone can be exported for downstream use."""
+  """Backbone + projection head (+ optional predictor and prototypes).
+
+  Params live under 'backbone', 'projector', 'predictor' and 'prototypes', so the backbone
+  alone can be exported and a target network can hold just the parts it needs.
+
+  Attributes:
+    backbone: images -> (B, D) features.
+    projector: features -> (B, d) projection.
+    predictor: projection -> (B, d) prediction (BYOL, SimSiam, MoCo v3), or None.
+    prototypes: L2-normalised projection -> (B, K) scores (SwAV, DINO, DeepCluster v2), or None.
+  """
 
   backbone: nn.Module
   projector: nn.Module
+  predictor: nn.Module | None = None
+  prototypes: nn.Module | None = None
 
-  def __call__(self, x, train: bool = True) -> dict[str, Any]:
+  def __call__(self, x, train: bool = True, predict: bool = True) -> dict[str, Any]:
+    """Args:
+      x: (B, H, W, 3) normalised images.
+      train: batch statistics in BatchNorm when True.
+      predict: run the predictor; False for a target network, which has no predictor params.
+
+    Returns:
+      {'features', 'projection'} plus 'prediction' and/or 'scores' when those heads exist.
+    """
     features = self.backbone(x, train=train)
-    return {"features": features, "projection": self.projector(features, train=train)}
+    out = {"features": features, "projection": self.projector(features, train=train)}
+    if self.predictor is not None and predict:
+      out["prediction"] = self.predictor(out["projection"], train=train)
+    if self.prototypes is not None:
+      out["scores"] = self.prototypes(out["projection"])
+    return out
+
+
+def _mlp(head_cfg, bn_axis_name):
+  return MLPHead(hidden_dims=tuple(head_cfg.hidden_dims), output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
+                 last_bn=head_cfg.last_bn, bn_axis_name=bn_axis_name, activation=head_cfg.get("activation", "relu"))
 
 
 def build_model(model_cfg, bn_axis_name: str | None = None) -> SSLModel:
-  """Backbone and projection head from `model_cfg` (see configs/simclr.py)."""
-  head = model_cfg.projector
+  """Backbone and heads from `model_cfg`: `projector`, and optional `predictor` (a head
+  config, or None) and `num_prototypes` (0: none). See sslax/presets.py."""
+  predictor = model_cfg.get("predictor")
+  num_prototypes = model_cfg.get("num_prototypes", 0)
   return SSLModel(
       backbone=build_backbone(model_cfg, bn_axis_name),
-      projector=MLPHead(hidden_dims=tuple(head.hidden_dims), output_dim=head.output_dim, use_bn=head.use_bn,
-                        last_bn=head.last_bn, bn_axis_name=bn_axis_name),
+      projector=_mlp(model_cfg.projector, bn_axis_name),
+      predictor=_mlp(predictor, bn_axis_name) if predictor else None,
+      prototypes=Prototypes(num_prototypes) if num_prototypes else None,
   )
 
 
-__all__ = ["BACKBONES", "BasicBlock", "BottleneckBlock", "MLPHead", "ResNet", "SSLModel", "build_backbone",
-           "build_model"]
+__all__ = ["BACKBONES", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "MLPHead", "Prototypes", "ResNet",
+           "SSLModel", "build_backbone", "build_model"]

@@ -1,0 +1,206 @@
+"""Vision Transformer backbones (Dosovitskiy et al. 2021).
+
+Position embeddings are fixed 2-D sine-cosine tables (as in MoCo v3 and MAE),
+computed for the actual patch grid at call time. The same parameters therefore
+serve every input resolution, which multi-crop needs (e.g. 32x32 global and
+16x16 local crops through one network). There is no BatchNorm, so the module
+has only a 'params' collection.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ViT-style init (timm / MAE): xavier-uniform Dense kernels, zero biases.
+_dense_init = nn.initializers.xavier_uniform()
+_LN_EPS = 1e-6
+
+
+def sincos_2d_position_embedding(grid_h: int, grid_w: int, width: int) -> np.ndarray:
+  """Fixed 2-D sine-cosine position embeddings, MAE's `get_2d_sincos_pos_embed`.
+
+  Tokens are ordered row-major (row index outer, column index inner), matching a
+  (B, grid_h, grid_w, D) feature map reshaped to (B, grid_h * grid_w, D). The first
+  width/2 channels encode the column (w) coordinate and the last width/2 the row (h)
+  coordinate; MAE's code calls the first half "emb_h" but, because of
+  `np.meshgrid(grid_w, grid_h)`, it holds the column coordinate, and we keep its exact
+  layout. Each half is [sin(pos * omega), cos(pos * omega)] with
+  omega_k = 1 / 10000 ** (k / (width / 4)), k = 0 .. width/4 - 1.
+
+  Args:
+    grid_h: number of patch rows.
+    grid_w: number of patch columns.
+    width: embedding dimension; must be divisible by 4.
+
+  Returns:
+    (grid_h * grid_w, width) float32 NumPy array (a compile-time constant under jit).
+  """
+  if width % 4:
+    raise ValueError(f"sin-cos position embedding width must be divisible by 4, got {width}.")
+  quarter = width // 4
+  omega = 1.0 / 10000.0 ** (np.arange(quarter, dtype=np.float64) / quarter)
+  rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64),
+                           indexing="ij")
+
+  def encode(pos):
+    out = np.outer(pos.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+  return np.concatenate([encode(cols), encode(rows)], axis=1).astype(np.float32)
+
+
+def _drop_path(module: nn.Module, x, rate: float, train: bool):
+  """Stochastic depth: drops the whole residual branch per example, rescaling the kept ones.
+
+  Inactive unless training with rate > 0 and a 'dropout' rng, so inference and the
+  default configuration need no rng.
+  """
+  if not train or rate <= 0.0 or not module.has_rng("dropout"):
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with a fused qkv projection (as timm / MAE).
+
+  Attributes:
+    num_heads: attention heads; must divide the token width.
+    dtype: computation dtype.
+  """
+
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    batch, tokens, width = x.shape
+    head_dim = width // self.num_heads
+    qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=_dense_init, name="qkv")(x)
+    q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
+    # (B, T, heads, head_dim) each; softmax(q k^T / sqrt(head_dim)) v.
+    y = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    return nn.Dense(width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(
+        y.reshape(batch, tokens, width))
+
+
+class TransformerBlock(nn.Module):
+  """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)), each branch with stochastic depth.
+
+  Attributes:
+    num_heads: attention heads.
+    mlp_ratio: MLP hidden width / token width.
+    drop_path_rate: probability of dropping each residual branch while training.
+    dtype: computation dtype.
+  """
+
+  num_heads: int
+  mlp_ratio: float = 4.0
+  drop_path_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    width = x.shape[-1]
+    y = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm1")(x)
+    y = SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(y)
+    x = x + _drop_path(self, y, self.drop_path_rate, train)
+    y = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm2")(x)
+    y = nn.Dense(int(width * self.mlp_ratio), dtype=self.dtype, kernel_init=_dense_init, name="fc1")(y)
+    # Exact (erf) GELU, as PyTorch's nn.GELU used by timm / MAE; flax defaults to the tanh form.
+    y = nn.gelu(y, approximate=False)
+    y = nn.Dense(width, dtype=self.dtype, kernel_init=_dense_init, name="fc2")(y)
+    return x + _drop_path(self, y, self.drop_path_rate, train)
+
+
+class VisionTransformer(nn.Module):
+  """ViT returning the final-normed CLS token.
+
+  Attributes:
+    patch_size: side of the square patches (the patch-embedding conv's kernel and stride).
+    width: token dimension D; must be divisible by 4 (sin-cos embedding) and by num_heads.
+    depth: number of transformer blocks.
+    num_heads: attention heads per block.
+    mlp_ratio: MLP hidden width / D.
+    dtype: computation dtype (parameters stay float32).
+    drop_path_rate: stochastic-depth rate of the last block, increasing linearly from 0 over
+      depth (timm convention); active only when train=True and a 'dropout' rng is given.
+  """
+
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Any = jnp.float32
+  drop_path_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, return_tokens: bool = False):
+    """Args:
+      x: float images (B, H, W, 3), already normalised; H and W multiples of patch_size.
+      train: enables stochastic depth (given a 'dropout' rng).
+      return_tokens: also return the patch tokens.
+
+    Returns:
+      (B, width) float32 CLS features, or with return_tokens a dict {'cls': (B, width),
+      'patches': (B, N, width)} of final-normed float32 tokens, N = (H / p) * (W / p) in
+      row-major patch order.
+    """
+    p = self.patch_size
+    if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
+      raise ValueError(f"VisionTransformer expects (B, H, W, C) images with H and W multiples of "
+                       f"patch_size={p}; got shape {tuple(x.shape)}.")
+    if self.width % self.num_heads:
+      raise ValueError(f"width={self.width} is not divisible by num_heads={self.num_heads}.")
+    # MAE initialises the patch projection as a Dense layer on the flattened (p * p * C) patch.
+    patch_init = nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3)
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+                kernel_init=patch_init, name="patch_embed")(x)
+    batch, grid_h, grid_w, _ = x.shape
+    x = x.reshape(batch, grid_h * grid_w, self.width)
+    x = x + jnp.asarray(sincos_2d_position_embedding(grid_h, grid_w, self.width), self.dtype)
+    # The CLS token's position embedding is zero, so it is simply prepended after adding them.
+    cls = self.param("cls_token", nn.initializers.normal(stddev=0.02), (1, 1, self.width))
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width)), x], axis=1)
+    for i in range(self.depth):
+      rate = self.drop_path_rate * i / max(self.depth - 1, 1)
+      x = TransformerBlock(self.num_heads, self.mlp_ratio, rate, dtype=self.dtype, name=f"block{i + 1}")(
+          x, train=train)
+    x = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="encoder_norm")(x).astype(jnp.float32)
+    if return_tokens:
+      return {"cls": x[:, 0], "patches": x[:, 1:]}
+    return x[:, 0]
+
+
+VIT_VARIANTS = {
+    "vit_test": dict(width=32, depth=2, num_heads=2),
+    "vit_tiny": dict(width=192, depth=12, num_heads=3),
+    "vit_small": dict(width=384, depth=12, num_heads=6),
+    "vit_base": dict(width=768, depth=12, num_heads=12),
+}
+
+
+def build_vit(name: str, patch_size: int, dtype=jnp.float32, drop_path_rate: float = 0.0,
+              **overrides) -> VisionTransformer:
+  """A named ViT variant.
+
+  Args:
+    name: a key of VIT_VARIANTS.
+    patch_size: patch side (e.g. 16 for 224px ImageNet, 4 for 32px CIFAR).
+    dtype: computation dtype.
+    drop_path_rate: stochastic-depth rate (see VisionTransformer).
+    **overrides: replace any VisionTransformer attribute of the variant (e.g. depth, mlp_ratio).
+
+  Returns:
+    The (unbound) VisionTransformer module.
+  """
+  if name not in VIT_VARIANTS:
+    raise ValueError(f"Unknown ViT variant {name!r}; valid choices: {', '.join(VIT_VARIANTS)}.")
+  kwargs = {**VIT_VARIANTS[name], **overrides}
+  return VisionTransformer(patch_size=patch_size, dtype=dtype, drop_path_rate=drop_path_rate, **kwargs)
