@@ -49,6 +49,8 @@ def main(argv):
   data = load_dataset(config.data, config.data.train_split)
   setup = train.build_setup(config, len(data))
   batch_np = {"image": data.images[:config.batch_size]}
+  if setup.method.needs_index:  # DeepCluster v2 reads each example's dataset index.
+    batch_np["index"] = data.indices[:config.batch_size].astype(np.int32)
   batch = parallel.to_global_batch(batch_np, setup.mesh)
   state = train.create_train_state(setup, jax.random.PRNGKey(0))
 

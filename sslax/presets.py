@@ -80,6 +80,9 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.warmup_epochs = 10.0
   # Stop (with a checkpoint) at this step without finishing the schedule; rerun without it to go on.
   c.stop_at_step = config_dict.placeholder(int)
+  # Benchmark budget: stop (checkpoint + final kNN) once this many minutes of training have
+  # passed, wherever the schedule is. Time-based, so not reproducible step for step.
+  c.max_train_minutes = config_dict.placeholder(float)
 
   c.log_every_steps = 50
   # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).

@@ -537,10 +537,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         "to resume.", stop.received, done)
         summary["stopped_by_signal"] = True
         break
+      if config.max_train_minutes and _any_process(train_time >= 60.0 * config.max_train_minutes):
+        if done % config.checkpoint.every_steps and done != stop_at:
+          save(state)
+        logging.info("Reached max_train_minutes=%s at step %d (%.1f training minutes): saved and stopped.",
+                     config.max_train_minutes, done, train_time / 60)
+        summary["stopped_by_time_budget"] = True
+        break
 
   final_step = int(state.step)
-  if (knn_monitor and final_step >= setup.total_steps and not summary["stopped_by_signal"]
-      and config.knn.at_end):
+  if (knn_monitor and (final_step >= setup.total_steps or summary.get("stopped_by_time_budget"))
+      and not summary["stopped_by_signal"] and config.knn.at_end):
     knn = knn_monitor(state)
     writer.write(final_step, dict(knn, train_time_s=train_time))
     logging.info("Final kNN top-1 %.4f at step %d.", knn["knn_top1"], final_step)

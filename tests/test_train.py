@@ -66,6 +66,14 @@ def test_resume_is_bitwise_identical_to_uninterrupted_run(tiny_config, tmp_path)
   assert loss(full)[6] == loss(parts)[6]
 
 
+def test_time_budget_stops_with_a_checkpoint_and_a_final_knn(tiny_config, tmp_path):
+  workdir = str(tmp_path / "budget")
+  summary = _run(tiny_config, workdir, max_train_minutes=1e-9)  # Spent after the first step.
+  assert summary["stopped_by_time_budget"] and summary["step"] == 1
+  assert _params(workdir)[0] == 1
+  assert 0.0 <= summary["knn_top1"] <= 1.0  # The final kNN runs at the budget's end too.
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
   workdir = str(tmp_path / "diverge")
   _run(tiny_config, workdir, stop_at_step=3)
