@@ -13,8 +13,9 @@ Presets (`--config=configs/dino.py:PRESET`):
            0.04, head without BN, 10 warm-up epochs, teacher momentum 0.996, teacher temperature
            0.04 -> 0.07 over 30 epochs, 2 global + 6 local 16x16 crops):
              python -m sslax.main --config=configs/dino.py:vit --workdir=workdirs/dino_vit
-  cpu      (default) the SimCLR CPU sizes (ResNet-18 x0.25, batch 128, 20x20 crops, SGD,
-           11 epochs), head 512-512-128 into 1024 prototypes, teacher momentum 0.99,
+  cpu      (default) the SimCLR CPU sizes (ResNet-18 x0.25, batch 128, 20x20 crops, 11 epochs)
+           with lightly's ResNet-18 DINO benchmark settings: SGD lr 0.06 at batch 128, head
+           512-512-128 into 2048 prototypes, teacher momentum 0.99, teacher temperature 0.04,
            multi-crop 2x20 + 2x12 pixels (BENCHMARKS.md):
              python -m sslax.main --config=configs/dino.py:cpu --workdir=workdirs/dino_cpu
   tiny     A few steps of a tiny model with 2 local crops, for tests.
@@ -58,9 +59,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment.local_crop_size = 16
     c.augment.local_crop_scale = (0.05, 0.25)
   elif preset == "cpu":
-    c.optimizer.base_learning_rate = 0.8
+    # lightly's ResNet-18 DINO benchmark settings (SGD lr 0.06 at batch 128, weight decay 5e-4,
+    # teacher momentum 0.99, teacher temperature 0.04 throughout, 2048 prototypes). A first CPU
+    # run at lr 0.4 with the teacher warmed up to 0.07 drifted to uniform collapse (BENCHMARKS.md).
+    c.model.num_prototypes = 2048
+    c.optimizer.base_learning_rate = 0.12
     c.dino.base_momentum = 0.99
-    c.dino.warmup_teacher_temperature_epochs = 2.0
+    c.dino.teacher_temperature = 0.04
+    c.dino.warmup_teacher_temperature_epochs = 0.0
     c.dino.freeze_last_layer_epochs = 0.3
     cpu_multicrop(c)
   elif preset == "tiny":

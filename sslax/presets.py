@@ -87,6 +87,9 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).
   c.collapse_warning_fraction = 0.2
+  # ... or when the RankMe effective rank of the batch embeddings falls below this (dimensional
+  # collapse: SwAV's failed CPU run kept its std ratio near 0.7 at rank 2; healthy runs stay above 5).
+  c.collapse_warning_rank = 3.0
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 2000
   c.checkpoint.max_to_keep = 3

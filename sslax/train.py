@@ -516,7 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           last_metrics["compile_time_s"], compile_s = compile_s, None
         writer.write(done, last_metrics)
         progress.log(done, last_metrics)
-        warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done)
+        warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done,
+                           min_rank=config.get("collapse_warning_rank", 0.0))
         window_start, window_steps = time.time(), 0
       if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
         train_time += time.time() - mark
@@ -563,18 +564,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def warn_if_collapsing(metrics: dict[str, float], fraction: float, step: int) -> bool:
-  """Logs a warning when the embedding std is below `fraction` of its spread-out value 1/sqrt(d).
+def warn_if_collapsing(metrics: dict[str, float], fraction: float, step: int, min_rank: float = 0.0) -> bool:
+  """Logs a warning when the embeddings look collapsed.
+
+  Two signs are checked: the embedding std below `fraction` of its spread-out value
+  1/sqrt(d) (complete collapse), and the effective rank below `min_rank` (dimensional
+  collapse, where the std can stay high while the batch spans only a few directions).
+
+  Args:
+    metrics: one logged record (`embedding_std_ratio`, `effective_rank`).
+    fraction: std-ratio threshold; 0 disables that check.
+    step: the step, for the message.
+    min_rank: effective-rank threshold; 0 disables that check.
 
   Returns:
-    True when the warning was logged.
+    True when a warning was logged.
   """
   ratio = metrics.get("embedding_std_ratio")
-  if ratio is None or not fraction or ratio >= fraction:
+  rank = metrics.get("effective_rank", float("nan"))
+  low_std = ratio is not None and bool(fraction) and ratio < fraction
+  low_rank = bool(min_rank) and math.isfinite(rank) and rank < min_rank
+  if not (low_std or low_rank):
     return False
-  logging.warning("Possible collapse at step %d: embedding std is %.3f x 1/sqrt(d) (warning below %.2f; "
-                  "effective rank %.1f). Check the learning rate, the momentum/temperature settings and the "
-                  "augmentations.", step, ratio, fraction, metrics.get("effective_rank", float("nan")))
+  logging.warning("Possible collapse at step %d: embedding std is %.3f x 1/sqrt(d) (warning below %.2f), "
+                  "effective rank %.1f (warning below %.1f). Check the learning rate, the momentum/temperature "
+                  "settings and the augmentations.", step, float("nan") if ratio is None else ratio, fraction,
+                  rank, min_rank)
   return True
 
 

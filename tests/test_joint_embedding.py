@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sslax import augment, losses, parallel, train
@@ -122,13 +123,7 @@ def test_no_gradient_reaches_the_target_network(name):
   g_online, g_target = jax.jit(jax.shard_map(grads, mesh=setup.mesh, in_specs=(P(), P()), out_specs=P()))(
       state.params, state.method_state["target_params"])
   assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_target))
-  assert float(optax_norm(g_online["backbone"])) > 0
-
-
-def optax_norm(tree):
-  import optax
-
-  return optax.tree.norm(tree)
+  assert float(optax.tree.norm(g_online["backbone"])) > 0
 
 
 def test_enqueue_keeps_the_latest_keys_in_order_and_wraps_around():
@@ -237,10 +232,10 @@ def test_simsiam_predictor_trains_at_a_fixed_learning_rate():
   for _ in range(10):  # Warm-up then cosine decay to 0 for the backbone; constant for the predictor.
     updates, state = tx.update(grads, state, params)
     first = updates if first is None else first
-  assert float(optax_norm(first["backbone"])) == 0.0 and float(optax_norm(first["predictor"])) > 0
+  assert float(optax.tree.norm(first["backbone"])) == 0.0 and float(optax.tree.norm(first["predictor"])) > 0
   assert float(schedule(9)) < 0.1 * float(schedule(3))
   # The same gradient 10 times at a constant rate: momentum makes the update sum_i 0.9^i times the first.
-  np.testing.assert_allclose(float(optax_norm(updates["predictor"])) / float(optax_norm(first["predictor"])),
+  np.testing.assert_allclose(float(optax.tree.norm(updates["predictor"])) / float(optax.tree.norm(first["predictor"])),
                              sum(0.9**i for i in range(10)), rtol=1e-4)
 
 
@@ -249,6 +244,15 @@ def test_collapse_warning(caplog):
   assert train.warn_if_collapsing({"embedding_std_ratio": 0.05, "effective_rank": 1.2}, 0.2, step=100)
   assert "Possible collapse at step 100" in caplog.text
   assert not train.warn_if_collapsing({"embedding_std_ratio": 0.8}, 0.2, step=100)
+  # Dimensional collapse (SwAV's failed CPU run): the std stays high but the rank is about 2.
+  spread_std_low_rank = {"embedding_std_ratio": 0.7, "effective_rank": 2.0}
+  assert not train.warn_if_collapsing(spread_std_low_rank, 0.2, step=200)
+  assert train.warn_if_collapsing(spread_std_low_rank, 0.2, step=200, min_rank=3.0)
+  assert "Possible collapse at step 200" in caplog.text
+  assert not train.warn_if_collapsing({"embedding_std_ratio": 0.7, "effective_rank": 6.4}, 0.2, step=300, min_rank=3.0)
+  # Steps where the rank was not computed (NaN) never warn on the rank.
+  assert not train.warn_if_collapsing({"embedding_std_ratio": 0.7, "effective_rank": float("nan")}, 0.2, step=301,
+                                      min_rank=3.0)
 
 
 def test_collapse_metrics_on_a_collapsed_and_a_spread_batch():

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from sslax import losses
-from sslax.methods.common import Method, multi_view_forward
+from sslax.methods.common import Method, multi_view_forward, num_devices
 
 
 class DeepClusterV2(Method):
@@ -92,7 +92,7 @@ class DeepClusterV2(Method):
 
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
     n_local = views[0].shape[0]
-    n_devices = self.config.batch_size // n_local
+    n_devices = num_devices(self.config, n_local)
     new_epoch = step % self.steps_per_epoch == 0
     method_state = jax.lax.cond(new_epoch, lambda s: self.cluster(s, step, axis_name, n_devices), lambda s: s,
                                 method_state)
