@@ -517,7 +517,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.write(done, last_metrics)
         progress.log(done, last_metrics)
         warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done,
-                           min_rank=config.get("collapse_warning_rank", 0.0))
+                           min_rank=config.collapse_warning_rank)
         window_start, window_steps = time.time(), 0
       if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
         train_time += time.time() - mark
