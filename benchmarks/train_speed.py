@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sslax import augment, parallel, train  # noqa: E402
+from sslax import augment, parallel, step  # noqa: E402
 from sslax.data import load_dataset  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/simclr.py:cpu", "Config to benchmark.")
@@ -47,15 +47,15 @@ def main(argv):
   del argv
   config = _CONFIG.value
   data = load_dataset(config.data, config.data.train_split)
-  setup = train.build_setup(config, len(data))
+  setup = step.build_setup(config, len(data))
   batch_np = {"image": data.images[:config.batch_size]}
   if setup.method.needs_index:  # DeepCluster v2 reads each example's dataset index.
     batch_np["index"] = data.indices[:config.batch_size].astype(np.int32)
   batch = parallel.to_global_batch(batch_np, setup.mesh)
-  state = train.create_train_state(setup, jax.random.PRNGKey(0))
+  state = step.create_train_state(setup, jax.random.PRNGKey(0))
 
   start = time.perf_counter()
-  step_fn = train.make_train_step(setup).lower(state, batch).compile()
+  step_fn = step.make_train_step(setup).lower(state, batch).compile()
   compile_s = time.perf_counter() - start
 
   state, metrics = step_fn(state, batch)  # Warm-up.

@@ -9,7 +9,7 @@ Presets (`--config=configs/barlow_twins.py:PRESET`):
            are SimCLR's CIFAR set:
              python -m sslax.main --config=configs/barlow_twins.py:cifar10 --workdir=workdirs/bt_cifar10
   cpu      (default) the SimCLR CPU sizes (ResNet-18 x0.25, batch 128, 20x20 crops, SGD) with a
-           512-512-512 projector. Not yet benchmarked (see BENCHMARKS.md):
+           512-512-512 projector: kNN top-1 0.486 after 18.7 training minutes on 2 cores (BENCHMARKS.md):
              python -m sslax.main --config=configs/barlow_twins.py:cpu --workdir=workdirs/bt_cpu
   tiny     A few steps of a tiny model, for tests.
 """
@@ -25,7 +25,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("barlow_twins", preset)
-  c.barlow_twins = ml_collections.ConfigDict()
   c.barlow_twins.lambd = 5e-3
   redundancy_reduction_sizes(c, preset)
   return c.lock()

@@ -27,7 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   out = preset_width(preset, 256, cpu=128, tiny=16)
   c.model.projector = mlp_head((width,), out)
   c.model.predictor = mlp_head((width,), out)
-  c.byol = ml_collections.ConfigDict()
   c.byol.base_momentum = 0.99
   if preset == "cifar10":
     solo_learn_cifar(c, optimizer="lars", learning_rate=1.0, weight_decay=1e-5)

@@ -26,10 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("deepcluster_v2", preset)
   c.model.projector = mlp_head((preset_width(preset, 2048),), preset_width(preset, 128, cpu=128, tiny=16))
-  c.deepcluster = ml_collections.ConfigDict()
-  c.deepcluster.num_prototypes = {"cifar10": (3000, 3000, 3000), "cpu": (500, 500), "tiny": (6, 4)}[preset]
-  c.deepcluster.temperature = 0.1
-  c.deepcluster.kmeans_iterations = 10
+  c.deepcluster_v2.num_prototypes = {"cifar10": (3000, 3000, 3000), "cpu": (500, 500), "tiny": (6, 4)}[preset]
+  c.deepcluster_v2.temperature = 0.1
+  c.deepcluster_v2.kmeans_iterations = 10
   if preset == "cifar10":
     solo_learn_cifar(c, optimizer="lars", learning_rate=0.6, weight_decay=1e-6)
     c.warmup_epochs = 11.0

@@ -36,7 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   width = preset_width(sizes, 2048)
   c.model.projector = mlp_head((width, width), preset_width(sizes, 256, cpu=128, tiny=16), activation="gelu")
   c.model.num_prototypes = {"cifar10": 4096, "cpu": 1024, "tiny": 24}[sizes]
-  c.dino = ml_collections.ConfigDict()
   c.dino.base_momentum = 0.9995
   c.dino.student_temperature = 0.1
   c.dino.teacher_temperature = 0.07

@@ -32,9 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   out = preset_width(sizes, 256, cpu=128, tiny=16)
   c.model.projector = mlp_head((width,), out, last_bn=True)
   c.model.predictor = mlp_head((width,), out)
-  c.moco = ml_collections.ConfigDict()
-  c.moco.temperature = 0.2
-  c.moco.base_momentum = 0.99
+  c.moco_v3.temperature = 0.2
+  c.moco_v3.base_momentum = 0.99
   if preset == "cifar10":
     solo_learn_cifar(c, optimizer="lars", learning_rate=0.3, weight_decay=1e-6)
   elif preset == "vit":

@@ -26,7 +26,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("simclr", preset)
-  c.simclr = ml_collections.ConfigDict()
   c.simclr.temperature = 0.5
   if preset == "cpu":
     c.simclr.temperature = 0.2  # Better than 0.5 in 3-minute runs (BENCHMARKS.md).

@@ -27,7 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config("swav", preset)
   c.model.projector = mlp_head((preset_width(preset, 2048),), preset_width(preset, 128, cpu=128, tiny=16))
   c.model.num_prototypes = {"cifar10": 3000, "cpu": 512, "tiny": 24}[preset]
-  c.swav = ml_collections.ConfigDict()
   c.swav.temperature = 0.1
   c.swav.epsilon = 0.05
   c.swav.sinkhorn_iterations = 3

@@ -1,36 +1,118 @@
 """Config helpers: preset parsing, duration resolution and validation with clear errors."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import dataclasses
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 
 
-def parse_arg(arg: str | None, presets: Iterable[str], default: str) -> tuple[str, dict[str, str]]:
+class ConfigError(ValueError):
+  """A config field has a value the run cannot use; the message names the field and what to set."""
+
+
+def parse_arg(arg: str | None, presets: Iterable[str], default: str,
+              options: Iterable[str] = ()) -> tuple[str, dict[str, str]]:
   """Parses a config-file argument `preset[,key=value,...]` (big_vision style).
 
   Args:
     arg: the text after ':' in `--config=configs/x.py:arg`, or None.
     presets: valid preset names.
     default: preset used when arg names none.
+    options: the `key=value` keys this config file accepts (none by default).
 
   Returns:
-    (preset, extra key=value options).
+    (preset, the given key=value options).
 
   Raises:
-    ValueError: unknown preset, listing the valid ones.
+    ConfigError: an unknown preset, a second preset or an option the file does not accept,
+      listing what is valid (nothing is silently dropped).
   """
-  presets = tuple(presets)
-  preset, options = default, {}
-  for part in filter(None, (arg or "").split(",")):
+  presets, accepted = tuple(presets), tuple(options)
+  preset, given = None, {}
+  for part in filter(None, (p.strip() for p in (arg or "").split(","))):
     if "=" in part:
-      key, value = part.split("=", 1)
-      options[key.strip()] = value.strip()
+      key, value = (x.strip() for x in part.split("=", 1))
+      if key not in accepted:
+        valid = f"valid options: {', '.join(accepted)}" if accepted else "this config file takes no options"
+        raise ConfigError(f"Unknown config option {key!r} in {arg!r}; {valid}. Override fields with "
+                          f"--config.FIELD=VALUE instead.")
+      given[key] = value
+    elif preset is not None:
+      raise ConfigError(f"Two presets ({preset!r}, {part!r}) in {arg!r}; give one of: {', '.join(presets)}.")
     else:
-      preset = part.strip()
+      preset = part
+  preset = default if preset is None else preset
   if preset not in presets:
-    raise ValueError(f"Unknown preset {preset!r}; valid presets: {', '.join(presets)}.")
-  return preset, options
+    raise ConfigError(f"Unknown preset {preset!r}; valid presets: {', '.join(presets)}.")
+  return preset, given
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One field of a method's config section: its default and its valid range.
+
+  Attributes:
+    default: the published default (a tuple for per-head values; each element is checked).
+    help: what the field means, shown in errors.
+    gt, ge, lt, le: bounds (exclusive / inclusive); None for no bound.
+    integer: the value must be an integer.
+    choices: the value must be one of these.
+  """
+
+  default: Any
+  help: str = ""
+  gt: float | None = None
+  ge: float | None = None
+  lt: float | None = None
+  le: float | None = None
+  integer: bool = False
+  choices: tuple | None = None
+
+  def describe(self) -> str:
+    """The valid range in words, e.g. 'a number > 0 and <= 1'."""
+    if self.choices is not None:
+      return "one of " + ", ".join(map(repr, self.choices))
+    parts = [f"{op} {bound}" for op, bound in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+             if bound is not None]
+    return ("an integer" if self.integer else "a number") + (" " + " and ".join(parts) if parts else "")
+
+  def accepts(self, value: Any) -> bool:
+    if self.choices is not None:
+      return value in self.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return False
+    if self.integer and int(value) != value:
+      return False
+    return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+
+def section_defaults(fields: Mapping[str, Field]) -> ml_collections.ConfigDict:
+  """A config section holding each field's default."""
+  return ml_collections.ConfigDict({name: field.default for name, field in fields.items()})
+
+
+def check_section(config: ml_collections.ConfigDict, section: str, fields: Mapping[str, Field]) -> None:
+  """Checks every field of `config.<section>` against its declared range.
+
+  Raises:
+    ConfigError: naming the first bad field, its value, the valid range and the default.
+  """
+  if section not in config:
+    raise ConfigError(f"The config has no section config.{section}; build it with "
+                      f"sslax.presets.base_config({section!r}, preset), which adds the method's defaults.")
+  values = config[section]
+  for name, field in fields.items():
+    value = values.get(name)
+    elements = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(field.default, (tuple, list)) and not elements:
+      raise ConfigError(f"config.{section}.{name} is empty; give at least one value, e.g. {field.default}.")
+    for element in elements:
+      if not field.accepts(element):
+        what = f" ({field.help})" if field.help else ""
+        raise ConfigError(f"Invalid config.{section}.{name}={value!r}{what}: each value must be "
+                          f"{field.describe()}. Default: --config.{section}.{name}={field.default!r}.")
 
 
 def check_choice(value, choices: Iterable, key: str) -> None:

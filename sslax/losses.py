@@ -1,50 +1,22 @@
 """Self-supervised losses with explicit cross-device collectives.
 
 Functions here run inside `jax.shard_map` over the mesh's data axis: each device
-holds its local rows, and `axis_name` names the axis to gather negatives over. With
-`axis_name=None` they run on a single device and the local batch is the global one.
+holds its local rows, and `axis_name` names the axis to gather negatives over (the
+collectives live in sslax.parallel). With `axis_name=None` they run on a single device and
+the local batch is the global one.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from sslax.parallel import all_gather, device_offset, global_count, global_mean, global_sum
+
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   """x / max(||x||, eps) along `axis` (eps keeps the gradient finite at zero)."""
   norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
   return x / jnp.maximum(norm, eps)
-
-
-def _gather(x: jax.Array, axis_name: str | None) -> jax.Array:
-  # tiled all_gather: (n_local, d) -> (n_devices * n_local, d) in device order. Its transpose
-  # (psum_scatter) sends each device the gradient of every row it contributed.
-  return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
-
-
-def gather_for_state(x: jax.Array, axis_name: str | None) -> jax.Array:
-  """All-gather (tiled, device order) whose result is typed as replicated, for state updates.
-
-  `lax.all_gather` output counts as device-varying inside shard_map, so it cannot become
-  replicated state (a queue); the sum over devices of x written at this device's offset
-  is the same array and is replicated by construction. Not for use under a gradient.
-  """
-  if axis_name is None:
-    return x
-  n_local = x.shape[0]
-  n_global = jax.lax.psum(n_local, axis_name)
-  padded = jnp.zeros((n_global, *x.shape[1:]), x.dtype)
-  padded = jax.lax.dynamic_update_slice_in_dim(padded, x, _device_offset(n_local, axis_name), axis=0)
-  return jax.lax.psum(padded, axis_name)
-
-
-def _device_offset(n_local: int, axis_name: str | None) -> jax.Array:
-  return jnp.int32(0) if axis_name is None else jax.lax.axis_index(axis_name) * n_local
-
-
-def global_sum(x: jax.Array, axis_name: str | None) -> jax.Array:
-  """Sum over devices (identity on one device)."""
-  return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float,
@@ -69,13 +41,13 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float,
   """
   n_local = z1.shape[0]
   q = l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))  # (2n, d)
-  k1 = _gather(q[:n_local], axis_name)
-  k2 = _gather(q[n_local:], axis_name)
+  k1 = all_gather(q[:n_local], axis_name)
+  k2 = all_gather(q[n_local:], axis_name)
   n_global = k1.shape[0]
   keys = jnp.concatenate([k1, k2], axis=0)  # (2N, d), global order [view1; view2]
   logits = (q @ keys.T) / temperature  # (2n, 2N)
 
-  offset = _device_offset(n_local, axis_name)
+  offset = device_offset(n_local, axis_name)
   local = jnp.arange(n_local) + offset
   self_col = jnp.concatenate([local, local + n_global])
   pos_col = jnp.concatenate([local + n_global, local])
@@ -92,33 +64,9 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float,
   return loss, {"contrastive_top1": top1}
 
 
-def embedding_std(z: jax.Array, axis_name: str | None = None) -> jax.Array:
-  """Mean per-dimension std of L2-normalised embeddings over the global batch.
-
-  A collapse monitor (Chen & He 2021): about 1/sqrt(d) when embeddings spread over the
-  sphere, near 0 when they collapse to a point.
-
-  Args:
-    z: (n_local, d) embeddings.
-    axis_name: mesh axis of the batch, or None.
-
-  Returns:
-    Scalar, identical on every device.
-  """
-  z = l2_normalize(z.astype(jnp.float32))
-  n = global_sum(jnp.float32(z.shape[0]), axis_name)
-  mean = global_sum(jnp.sum(z, axis=0), axis_name) / n
-  var = global_sum(jnp.sum(jnp.square(z - mean), axis=0), axis_name) / n
-  return jnp.mean(jnp.sqrt(jnp.maximum(var, 0.0)))
-
-
-def _global_count(n_local: int, axis_name: str | None) -> jax.Array:
-  return global_sum(jnp.asarray(n_local, jnp.float32), axis_name)
-
-
 def _global_standardize(z: jax.Array, axis_name: str | None, eps: float = 1e-5) -> jax.Array:
   """(z - mean) / std per dimension with the mean and (biased) variance of the global batch."""
-  n = _global_count(z.shape[0], axis_name)
+  n = global_count(z.shape[0], axis_name)
   mean = global_sum(z.sum(axis=0), axis_name) / n
   var = global_sum(jnp.square(z - mean).sum(axis=0), axis_name) / n
   return (z - mean) / jnp.sqrt(var + eps)
@@ -140,7 +88,7 @@ def barlow_twins(z1: jax.Array, z2: jax.Array, *, lambd: float = 5e-3,
   Returns:
     (sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2, metrics).
   """
-  n = _global_count(z1.shape[0], axis_name)
+  n = global_count(z1.shape[0], axis_name)
   a = _global_standardize(z1.astype(jnp.float32), axis_name)
   b = _global_standardize(z2.astype(jnp.float32), axis_name)
   c = global_sum(jnp.einsum("ni,nj->ij", a, b, precision=jax.lax.Precision.HIGHEST), axis_name) / n
@@ -166,7 +114,7 @@ def vicreg(z1: jax.Array, z2: jax.Array, *, sim_weight: float = 25.0, var_weight
     (loss, metrics with the three unweighted terms).
   """
   z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
-  n = _global_count(z1.shape[0], axis_name)
+  n = global_count(z1.shape[0], axis_name)
   d = z1.shape[1]
   invariance = global_sum(jnp.sum(jnp.square(z1 - z2)), axis_name) / (n * d)
 
@@ -185,32 +133,6 @@ def vicreg(z1: jax.Array, z2: jax.Array, *, sim_weight: float = 25.0, var_weight
   variance, covariance = (v1 + v2) / 2, c1 + c2
   loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
   return loss, {"vicreg_invariance": invariance, "vicreg_variance": variance, "vicreg_covariance": covariance}
-
-
-def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
-  """Mean of the per-row values `x` (n_local,) over the global batch."""
-  return global_sum(jnp.sum(x), axis_name) / _global_count(x.shape[0], axis_name)
-
-
-def effective_rank(z: jax.Array, axis_name: str | None = None) -> jax.Array:
-  """RankMe effective rank (Garrido et al. 2023) of the global batch of embeddings.
-
-  exp(entropy(p)), p the singular values of the (N, d) embedding matrix divided by their
-  sum: d when every direction is used equally, 1 for a rank-one (collapsed) batch. The
-  singular values are the square roots of the eigenvalues of Z^T Z, which sums over devices.
-
-  Args:
-    z: (n_local, d) embeddings.
-    axis_name: data axis, or None.
-
-  Returns:
-    Scalar in [1, min(N, d)], identical on every device.
-  """
-  z = z.astype(jnp.float32)
-  gram = global_sum(jnp.einsum("ni,nj->ij", z, z, precision=jax.lax.Precision.HIGHEST), axis_name)
-  singular = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0))
-  p = singular / jnp.maximum(jnp.sum(singular), 1e-12) + 1e-7  # The epsilon of RankMe's reference code.
-  return jnp.exp(-jnp.sum(p * jnp.log(p)))
 
 
 def negative_cosine(p: jax.Array, z: jax.Array, axis_name: str | None = None) -> jax.Array:
@@ -261,9 +183,9 @@ def info_nce_gathered(q: jax.Array, k: jax.Array, *, temperature: float,
     (global-batch mean of 2 tau * cross-entropy, {'contrastive_top1'}).
   """
   q = l2_normalize(q.astype(jnp.float32))
-  keys = _gather(l2_normalize(k.astype(jnp.float32)), axis_name)
+  keys = all_gather(l2_normalize(k.astype(jnp.float32)), axis_name)
   logits = q @ keys.T / temperature
-  labels = _device_offset(q.shape[0], axis_name) + jnp.arange(q.shape[0])
+  labels = device_offset(q.shape[0], axis_name) + jnp.arange(q.shape[0])
   row_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=1)[:, 0]
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   return 2.0 * temperature * global_mean(row_loss, axis_name), {"contrastive_top1": global_mean(correct, axis_name)}

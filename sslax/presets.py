@@ -1,7 +1,8 @@
 """The fields every image SSL config shares, and the `cpu`/`tiny` preset sizes.
 
-Method configs (configs/<method>.py) start from `base_config(method, preset)`, add their
-own section (e.g. `simclr.temperature`) and override what their published recipe says.
+Method configs (configs/<method>.py) start from `base_config(method, preset)`, which adds the
+method's own section with its defaults (e.g. `simclr.temperature`, declared in the method
+class), and override what their published recipe says.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -23,13 +24,18 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   Returns:
     ConfigDict (unlocked, so the method config can add its section).
   """
+  from sslax.methods import method_class
+
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.method = method
   c.seed = 0
+  method_cls = method_class(method)
+  if method_cls.config_fields:
+    c[method] = method_cls.default_config()
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "tfds"  # 'tfds' or 'folder'.
+  c.data.source = "tfds"  # 'tfds', 'folder' or 'synthetic'.
   c.data.name = "cifar10"
   c.data.data_dir = config_dict.placeholder(str)  # Default: $TFDS_DATA_DIR.
   c.data.train_split = "train"
@@ -39,6 +45,13 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.data.eval_folder = ""
   c.data.mean = CIFAR_MEAN
   c.data.std = CIFAR_STD
+  # source='synthetic': deterministic random images, no files and no TensorFlow (tests, benchmarks).
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_train_examples = 1024
+  c.data.synthetic.num_eval_examples = 256
+  c.data.synthetic.image_size = 32
+  c.data.synthetic.num_classes = 10
+  c.data.synthetic.seed = 0
 
   c.augment = default_simclr_augment_config()
   c.augment.color_jitter_strength = 0.5  # CIFAR value (1.0 on ImageNet).
@@ -55,8 +68,9 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.projector.use_bn = True
   c.model.projector.last_bn = False
   c.model.projector.activation = "relu"
-  c.model.predictor = None  # A head config (see mlp_head) for BYOL, SimSiam, MoCo v3.
-  c.model.num_prototypes = 0  # SwAV, DINO: the prototype layer's K.
+  # Set by methods that declare these heads (Method.heads), None/0 otherwise.
+  c.model.predictor = None  # A head config (mlp_head).
+  c.model.num_prototypes = 0  # The prototype layer's K.
   c.model.patch_size = 4  # ViT backbones: 4x4 patches on 32x32 CIFAR images.
 
   c.optimizer = ml_collections.ConfigDict()

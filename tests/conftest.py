@@ -18,16 +18,35 @@ if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_SHARED):
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def tiny_config():
-  """The tiny SimCLR preset on the first 256 CIFAR-10 training images, unlocked for edits."""
+def _tiny_simclr():
   import importlib.util
 
   spec = importlib.util.spec_from_file_location(
       "simclr_config", os.path.join(os.path.dirname(__file__), "..", "configs", "simclr.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config("tiny")
+  return module.get_config("tiny")
+
+
+@pytest.fixture
+def tiny_config():
+  """The tiny SimCLR preset on 256 synthetic training images (no files needed), unlocked for edits."""
+  config = _tiny_simclr()
+  with config.unlocked():
+    config.data.source = "synthetic"
+    config.data.synthetic.num_train_examples = 256
+    config.data.synthetic.num_eval_examples = 256
+  return config
+
+
+@pytest.fixture
+def cifar_tiny_config():
+  """The tiny SimCLR preset on the first 256 CIFAR-10 training images, for tests of the real data path."""
+  from reference import HAVE_CIFAR
+
+  if not HAVE_CIFAR:
+    pytest.skip("CIFAR-10 prepared for TFDS not found (set TFDS_DATA_DIR; CI has ../shared/tensorflow_datasets)")
+  config = _tiny_simclr()
   with config.unlocked():
     config.data.train_split = "train[:256]"
   return config

@@ -1,5 +1,13 @@
 """Helpers for reference checks in the tests (imported as `reference`: pytest puts tests/ on sys.path)."""
+import os
+
 import numpy as np
+import pytest
+
+# Tests of the real CIFAR-10 reading path; the rest of the suite runs on synthetic data.
+HAVE_CIFAR = os.path.isdir(os.path.join(os.environ.get("TFDS_DATA_DIR", ""), "cifar10"))
+requires_cifar = pytest.mark.skipif(not HAVE_CIFAR, reason="CIFAR-10 prepared for TFDS not found in $TFDS_DATA_DIR "
+                                    "(CI has ../shared/tensorflow_datasets)")
 
 
 def numerical_grad(f, x, eps=1e-6):
@@ -11,3 +19,48 @@ def numerical_grad(f, x, eps=1e-6):
     xm[idx] -= eps
     g[idx] = (f(xp) - f(xm)) / (2 * eps)
   return g
+
+
+def load_config(name, preset="tiny", **overrides):
+  """configs/<name>.py's preset, unlocked, with dotted-key overrides (e.g. **{"model.backbone": "vit_test"})."""
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(preset)
+  with config.unlocked():
+    for key, value in overrides.items():
+      *path, leaf = key.split(".")
+      node = config
+      for part in path:
+        node = node[part]
+      node[leaf] = value
+  return config, module
+
+
+def random_batch(n=16, seed=0, size=32, index_bound=None):
+  """A host batch of random uint8 images and labels (and dataset indices < index_bound)."""
+  rng = np.random.default_rng(seed)
+  batch = {"image": rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8),
+           "label": rng.integers(0, 10, size=(n,)).astype(np.int32)}
+  if index_bound is not None:
+    batch["index"] = rng.permutation(index_bound)[:n].astype(np.int32)
+  return batch
+
+
+def assert_trees_close(a, b, rtol=1e-4):
+  """Same structure; integer leaves equal, float leaves close relative to each leaf's scale
+  (float32 sums over devices run in another order)."""
+  import jax
+
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert len(la) == len(lb) and la
+  for x, y in zip(la, lb):
+    x, y = np.asarray(x), np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+      np.testing.assert_array_equal(x, y)
+    else:
+      np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-5 * max(1.0, float(np.abs(y).max())))

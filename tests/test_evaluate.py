@@ -90,11 +90,11 @@ def test_subsets_are_class_balanced_deterministic_and_saved(tmp_path):
     subsets.class_balanced_subset(labels, 0.0)
 
 
-def test_subset_indices_come_from_the_train_split_only(tiny_config):
+def test_subset_indices_come_from_the_train_split_only(cifar_tiny_config):
   from sslax.data import load_dataset
 
-  train_data = load_dataset(tiny_config.data, "train[:2000]")
-  test_data = load_dataset(tiny_config.data, "test[:500]")
+  train_data = load_dataset(cifar_tiny_config.data, "train[:2000]")
+  test_data = load_dataset(cifar_tiny_config.data, "test[:500]")
   idx = subsets.class_balanced_subset(train_data.labels, 0.05, seed=0)
   chosen = train_data.images[idx].reshape(len(idx), -1)
   test_rows = {row.tobytes() for row in test_data.images.reshape(len(test_data.images), -1)}

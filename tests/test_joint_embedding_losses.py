@@ -3,11 +3,10 @@ and their multi-device semantics (8 devices of a few rows == 1 device of all row
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import PartitionSpec as P
 
 from reference import numerical_grad
-from sslax import losses, parallel
+from sslax import losses, monitors, parallel
 
 
 def _unit(x):
@@ -164,10 +163,10 @@ def test_dino_value_and_gradient():
 def test_effective_rank():
   rng = np.random.default_rng(7)
   z = rng.normal(size=(32, 6)) * np.array([3, 2, 1, 0.5, 0.1, 0.01])
-  np.testing.assert_allclose(float(losses.effective_rank(jnp.asarray(z, jnp.float32))), numpy_effective_rank(z),
+  np.testing.assert_allclose(float(monitors.effective_rank(jnp.asarray(z, jnp.float32))), numpy_effective_rank(z),
                              rtol=1e-4)
   collapsed = np.outer(rng.normal(size=32), rng.normal(size=6))
-  assert float(losses.effective_rank(jnp.asarray(collapsed, jnp.float32))) < 1.01
+  assert float(monitors.effective_rank(jnp.asarray(collapsed, jnp.float32))) < 1.01
 
 
 def _sharded(fn, n_in):
@@ -191,7 +190,7 @@ def test_global_batch_semantics_on_eight_devices():
   assert abs(local - float(fn(a, b))) > 1e-2  # Local keys only would be another loss.
 
   scores = np.clip(a @ b[:5].T / 4, -1, 1)
-  sk8 = _sharded(lambda s: losses.gather_for_state(losses.sinkhorn(s, epsilon=0.05, iterations=3, axis_name=axis),
+  sk8 = _sharded(lambda s: parallel.gather_for_state(losses.sinkhorn(s, epsilon=0.05, iterations=3, axis_name=axis),
                                                    axis), 1)(scores)
   np.testing.assert_allclose(np.asarray(sk8), numpy_sinkhorn(scores.astype(np.float64), 0.05, 3), rtol=1e-4, atol=1e-7)
 
@@ -199,5 +198,5 @@ def test_global_batch_semantics_on_eight_devices():
   dino = lambda s, t, axis_name=None: losses.dino([s, t], [t, s], center, student_temperature=0.1,
                                                   teacher_temperature=0.05, axis_name=axis_name)
   np.testing.assert_allclose(float(_sharded(lambda s, t: dino(s, t, axis), 2)(a, b)), float(dino(a, b)), rtol=1e-5)
-  rank8 = _sharded(lambda z: losses.effective_rank(z, axis), 1)(a)
+  rank8 = _sharded(lambda z: monitors.effective_rank(z, axis), 1)(a)
   np.testing.assert_allclose(float(rank8), numpy_effective_rank(a.astype(np.float64)), rtol=1e-4)

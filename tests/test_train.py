@@ -10,7 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from reference import requires_cifar
+
 from sslax import parallel, train
+from sslax.step import build_setup, create_train_state
 from sslax.checkpoint import CheckpointError
 from sslax.data import DatasetNotFoundError
 from sslax.metrics import read_metrics
@@ -23,8 +26,8 @@ def _params(workdir):
   """(step, params, opt_state) restored from the latest checkpoint of a workdir written by _run."""
   from sslax.checkpoint import Checkpointer, abstract_with_shardings
 
-  setup = train.build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE(), num_classes=10)  # CIFAR-10: probe on.
-  template = train.create_train_state(setup, jax.random.PRNGKey(0))
+  setup = build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE(), num_classes=10)  # Labelled data: probe on.
+  template = create_train_state(setup, jax.random.PRNGKey(0))
   ckpt = Checkpointer(workdir)
   state = ckpt.restore(abstract_with_shardings(template))
   ckpt.close()
@@ -103,7 +106,8 @@ def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_conf
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
-def test_missing_dataset_is_a_clear_error(tiny_config, tmp_path):
+def test_missing_dataset_is_a_clear_error(cifar_tiny_config, tmp_path):
+  tiny_config = cifar_tiny_config
   with pytest.raises(DatasetNotFoundError, match=r"not found in .*empty_dir.*TFDS_DATA_DIR"):
     _run(tiny_config, str(tmp_path / "w"), **{"data.data_dir": str(tmp_path / "empty_dir")})
   with pytest.raises(DatasetNotFoundError, match="does not exist"):
@@ -122,6 +126,7 @@ def _cli(args, env_extra=None, **kw):
                         text=True, **kw)
 
 
+@requires_cifar
 def test_cli_end_to_end_on_tiny_preset(tmp_path):
   workdir = str(tmp_path / "cli")
   out = _cli(["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.knn.max_train_examples=500",
@@ -148,11 +153,14 @@ def test_cli_unknown_config_key_is_a_clear_error(tmp_path):
   assert "optimiser" in out.stderr and "optimizer" in out.stderr
   out = _cli(["--config=configs/simclr.py:nosuchpreset", f"--workdir={tmp_path}"], timeout=300)
   assert out.returncode != 0 and "valid presets: cpu, cifar10, tiny" in out.stderr
+  out = _cli(["--config=configs/simclr.py:tiny,bogus=1", f"--workdir={tmp_path}"], timeout=300)
+  assert out.returncode != 0 and "Unknown config option 'bogus'" in out.stderr
 
 
 def test_sigterm_saves_a_restorable_checkpoint(tmp_path):
   workdir = str(tmp_path / "sig")
-  args = ["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.total_steps=100000",
+  args = ["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.data.source=synthetic",
+          "--config.total_steps=100000",
           "--config.checkpoint.every_steps=100000", "--config.log_every_steps=1"]
   env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   proc = subprocess.Popen([sys.executable, "-m", "sslax.main", *args], cwd=REPO, env=env,
@@ -166,6 +174,6 @@ def test_sigterm_saves_a_restorable_checkpoint(tmp_path):
   steps = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
   assert len(steps) == 1 and steps[0] >= 3, (steps, output[-2000:])
   # Resume from it for two more steps.
-  out = _cli(args[:2] + [f"--config.stop_at_step={steps[0] + 2}", "--config.knn.every_steps=0"], timeout=600)
+  out = _cli(args[:3] + [f"--config.stop_at_step={steps[0] + 2}", "--config.knn.every_steps=0"], timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"Resumed from checkpoint step {steps[0]}" in out.stderr

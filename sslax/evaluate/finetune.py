@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from sslax import augment, parallel
 from sslax.data import EpochSampler
+from sslax.evaluate.features import extract_features
 from sslax.evaluate.linear import topk_accuracy
 from sslax.evaluate.pretrained import Backbone
 from sslax.models import build_backbone
@@ -137,8 +138,6 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
     state, loss = train_step(state, images, labels)
     if log is not None and ((step + 1) % 50 == 0 or step + 1 == steps):
       log(step + 1, {"finetune_loss": float(loss)})
-
-  from sslax.train import extract_features
 
   logits_fn = jax.jit(
       lambda v, x: eval_model.apply(v, backbone.preprocess(x, cfg.image_size), train=False),

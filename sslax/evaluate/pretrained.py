@@ -21,6 +21,8 @@ import ml_collections
 import numpy as np
 
 from sslax import parallel
+from sslax.data.preprocessing import preprocess
+from sslax.evaluate.features import extract_features
 from sslax.models import build_backbone
 
 BACKBONE_CONFIG = "backbone_config.json"
@@ -50,12 +52,7 @@ class Backbone:
 
   def preprocess(self, images: jax.Array, image_size: int | None = None) -> jax.Array:
     """uint8 (B, H, W, 3) -> normalised float (B, S, S, 3), resized to image_size if given."""
-    x = images.astype(jnp.float32) / 255.0
-    if image_size is not None and image_size != x.shape[1]:
-      x = jax.image.resize(x, (x.shape[0], image_size, image_size, 3), "bilinear", antialias=True)
-    from sslax.train import normalize  # The training step's own normalisation.
-
-    return normalize(x, self.config.data.mean, self.config.data.std)
+    return preprocess(images, self.config.data.mean, self.config.data.std, image_size=image_size)
 
   def apply(self, variables: dict, images: jax.Array, train: bool = False, image_size: int | None = None,
             mutable=False):
@@ -75,8 +72,6 @@ class Backbone:
     Returns:
       float32 (N, D).
     """
-    from sslax.train import extract_features
-
     mesh = parallel.make_mesh() if mesh is None else mesh
     fn = jax.jit(lambda v, x: self.apply(v, x, image_size=image_size),
                  out_shardings=parallel.batch_sharding(mesh))

@@ -1,47 +1,62 @@
-"""SSL methods, chosen by `config.method`. Each has the same small surface (methods.common.Method):
+"""SSL methods, chosen by `config.method`; the contract they share is in sslax/methods/base.py.
 
-- `num_views`: global views per image; `supports_multicrop`: whether it also takes
-  `config.augment.num_local_crops` smaller views (SwAV, DINO);
-- `init_state(params, rng)`: method state kept in TrainState.method_state (EMA target
-  params, a key queue, DINO's center, ...);
-- `loss(model, params, batch_stats, method_state, views, *, step, axis_name, batch)`:
-  (loss, aux) with collectives over `axis_name`; aux = {'batch_stats', 'metrics',
-  'features' (backbone output of view 1, for the online probe), 'embeddings' (what the
-  collapse monitors watch), 'method_state' (after this batch: queue, center)};
-- `post_update(state)`: pure update after the optimizer step (EMA targets);
-- optional `needs_index` (the loss reads batch['index']) and `fill_memory` (a forward-only
-  pass over one epoch before training, DeepCluster v2).
+Adding a method: write `sslax/methods/<name>.py` (a `Method` subclass), add one line naming its class to
+`_REGISTERED` below, and write `configs/<name>.py` (see CONTRIBUTING.md).
 """
 from __future__ import annotations
 
-from sslax.methods.barlow_twins import BarlowTwins
-from sslax.methods.byol import BYOL
-from sslax.methods.deepcluster_v2 import DeepClusterV2
-from sslax.methods.dino import DINO
-from sslax.methods.moco import MoCoV2, MoCoV3
-from sslax.methods.simclr import SimCLR
-from sslax.methods.simsiam import SimSiam
-from sslax.methods.swav import SwAV
-from sslax.methods.vicreg import VICReg
+import importlib
 
-METHODS = {"simclr": SimCLR, "moco_v2": MoCoV2, "moco_v3": MoCoV3, "byol": BYOL, "simsiam": SimSiam, "swav": SwAV,
-           "deepcluster_v2": DeepClusterV2, "barlow_twins": BarlowTwins, "vicreg": VICReg, "dino": DINO}
+from sslax.config_utils import ConfigError
+from sslax.methods.base import LossOutput, Method
+
+# The registry: one line per method, "module.Class"; the class's `name` is its config.method key.
+_REGISTERED = (
+    "sslax.methods.simclr.SimCLR",
+    "sslax.methods.moco.MoCoV2",
+    "sslax.methods.moco.MoCoV3",
+    "sslax.methods.byol.BYOL",
+    "sslax.methods.simsiam.SimSiam",
+    "sslax.methods.swav.SwAV",
+    "sslax.methods.deepcluster_v2.DeepClusterV2",
+    "sslax.methods.barlow_twins.BarlowTwins",
+    "sslax.methods.vicreg.VICReg",
+    "sslax.methods.dino.DINO",
+)
 
 
-def get_method(config, *, total_steps: int = 1, steps_per_epoch: int = 1, num_examples: int = 0):
-  """Instantiates the method named by `config.method`.
+def _load(path: str) -> type[Method]:
+  module, cls = path.rsplit(".", 1)
+  return getattr(importlib.import_module(module), cls)
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in map(_load, _REGISTERED)}
+
+def method_class(name: str) -> type[Method]:
+  """The Method subclass registered as `name`.
+
+  Raises:
+    ConfigError: unknown name, listing the registered ones.
+  """
+  if name not in METHODS:
+    raise ConfigError(f"Unknown method {name!r} (config.method); valid choices: {', '.join(sorted(METHODS))}.")
+  return METHODS[name]
+
+
+def get_method(config, *, total_steps: int = 1, steps_per_epoch: int = 1, num_examples: int = 0) -> Method:
+  """Instantiates (and validates the config of) the method named by `config.method`.
 
   Args:
     config: the run config.
     total_steps: length of training (momentum schedules).
     steps_per_epoch: for settings given in epochs (frozen prototypes, warm-ups, queue start).
-    num_examples: upper bound of the training examples' dataset indices (DeepCluster v2's memory).
+    num_examples: upper bound of the training examples' dataset indices (memory banks).
   """
-  if config.method not in METHODS:
-    raise ValueError(f"Unknown method {config.method!r}; valid choices: {', '.join(sorted(METHODS))}.")
-  method = METHODS[config.method](config, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                                  num_examples=num_examples)
-  if config.augment.get("num_local_crops", 0) and not method.supports_multicrop:
-    raise ValueError(f"{config.method} takes two views; set --config.augment.num_local_crops=0 "
-                     f"(multi-crop is for {', '.join(k for k, m in METHODS.items() if m.supports_multicrop)}).")
-  return method
+  cls = method_class(config.method)
+  if config.augment.get("num_local_crops", 0) and not cls.supports_multicrop:
+    raise ConfigError(f"{config.method} takes two views; set --config.augment.num_local_crops=0 "
+                      f"(multi-crop is for {', '.join(k for k, m in METHODS.items() if m.supports_multicrop)}).")
+  return cls(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch, num_examples=num_examples)
+
+
+__all__ = ["METHODS", "LossOutput", "Method", "get_method", "method_class"]

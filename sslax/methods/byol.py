@@ -1,10 +1,9 @@
 """BYOL (Grill et al. 2020): predict an EMA target network's projection of the other view."""
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from sslax import losses
-from sslax.methods.common import MomentumTargetMethod, multi_view_forward
+from sslax.config_utils import Field
+from sslax.methods.common import MomentumTargetMethod, multi_view_forward, projection_output
 
 
 class BYOL(MomentumTargetMethod):
@@ -15,9 +14,13 @@ class BYOL(MomentumTargetMethod):
   on a cosine schedule over training (deepmind-research/byol).
   """
 
+  name = "byol"
+  heads = ("projector", "predictor")
+  config_fields = {"base_momentum": Field(0.99, "target EMA momentum at step 0 (cosine to 1)", ge=0, le=1)}
+
   def __init__(self, config, **schedule):
     super().__init__(config, **schedule)
-    self.base_momentum = float(config.byol.base_momentum)
+    self.base_momentum = float(self.settings.base_momentum)
 
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
     del step, batch
@@ -27,5 +30,4 @@ class BYOL(MomentumTargetMethod):
                for i in (0, 1)]
     loss = sum(2.0 + 2.0 * c for c in neg_cos)
     metrics = {"prediction_cosine": -(neg_cos[0] + neg_cos[1]) / 2}
-    return loss, {"batch_stats": new_stats, "metrics": metrics, "features": online[0]["features"],
-                  "embeddings": jnp.concatenate([o["projection"] for o in online]), "method_state": method_state}
+    return projection_output(loss, online, new_stats, method_state, metrics)

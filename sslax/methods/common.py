@@ -1,4 +1,5 @@
-"""Pieces shared by the methods: multi-view forward passes, EMA targets, schedules."""
+"""Pieces shared by the methods: multi-view forward passes, EMA targets, schedules, and the
+two method shapes most methods take (TwoViewMethod, MomentumTargetMethod)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+
+from sslax.methods.base import LossOutput, Method
 
 # Parameter groups a momentum target network copies from the online one (never the predictor).
 TARGET_MODULES = ("backbone", "projector", "prototypes")
@@ -70,34 +73,6 @@ def cosine_momentum(step: jax.Array, total_steps: int, base: float, final: float
   return final - (final - base) * (jnp.cos(math.pi * progress) + 1.0) / 2.0
 
 
-class Method:
-  """The small surface every method has (see sslax/methods/__init__.py).
-
-  Subclasses set `num_views` (global views), `supports_multicrop`, and implement `loss`.
-  """
-
-  num_views = 2
-  supports_multicrop = False
-
-  needs_index = False  # True: the loss reads batch['index'] (dataset positions).
-
-  def __init__(self, config, *, total_steps: int = 1, steps_per_epoch: int = 1, num_examples: int = 0):
-    self.config = config
-    self.total_steps = total_steps
-    self.steps_per_epoch = steps_per_epoch
-    self.num_examples = num_examples  # Bound on dataset indices (DeepCluster v2's memory rows).
-
-  def init_state(self, params: Any, rng: jax.Array) -> dict:
-    del params, rng
-    return {}
-
-  def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
-    raise NotImplementedError
-
-  def post_update(self, state):
-    return state
-
-
 class TwoViewMethod(Method):
   """A stateless method whose loss compares the projections of two views (SimCLR, Barlow
   Twins, VICReg). Subclasses implement `pair_loss(z1, z2, axis_name) -> (loss, metrics)`."""
@@ -106,18 +81,12 @@ class TwoViewMethod(Method):
     raise NotImplementedError
 
   def loss(self, model, params, batch_stats, method_state, views: Sequence[jax.Array], *, step,
-           axis_name: str | None, batch=None) -> tuple[jax.Array, dict[str, Any]]:
-    """The method's loss on two normalised views (n_local, H, W, 3) each.
-
-    Returns:
-      (loss, aux) with aux as described in sslax/methods/__init__.py.
-    """
+           axis_name: str | None, batch=None) -> LossOutput:
+    """`pair_loss` of the two views' projections (see Method.loss)."""
     del step, batch
-    (o1, o2), new_stats = multi_view_forward(model, params, batch_stats, views)
-    loss, metrics = self.pair_loss(o1["projection"], o2["projection"], axis_name)
-    return loss, {"batch_stats": new_stats, "metrics": metrics, "features": o1["features"],
-                  "embeddings": jnp.concatenate([o1["projection"], o2["projection"]]),
-                  "method_state": method_state}
+    outputs, new_stats = multi_view_forward(model, params, batch_stats, views)
+    loss, metrics = self.pair_loss(outputs[0]["projection"], outputs[1]["projection"], axis_name)
+    return projection_output(loss, outputs, new_stats, method_state, metrics)
 
 
 class MomentumTargetMethod(Method):
@@ -151,6 +120,15 @@ class MomentumTargetMethod(Method):
     return state.replace(method_state=dict(state.method_state, target_params=target))
 
 
+def projection_output(loss: jax.Array, outputs: Sequence[dict[str, jax.Array]], batch_stats, method_state,
+                      metrics: dict | None = None, num_views: int | None = None) -> LossOutput:
+  """The usual LossOutput: first view's features for the probe, the projections of the first
+  `num_views` views (default all) for the collapse monitors."""
+  return LossOutput(loss=loss, batch_stats=batch_stats, method_state=method_state, features=outputs[0]["features"],
+                    embeddings=jnp.concatenate([o["projection"] for o in outputs[:num_views]]),
+                    metrics=metrics or {})
+
+
 def freeze_prototypes(params: dict, frozen: jax.Array) -> dict:
   """params with no gradient into params['prototypes'] while `frozen` (a traced bool).
 
@@ -161,8 +139,3 @@ def freeze_prototypes(params: dict, frozen: jax.Array) -> dict:
     return params
   stopped = jax.tree.map(lambda w: jnp.where(frozen, jax.lax.stop_gradient(w), w), params["prototypes"])
   return dict(params, prototypes=stopped)
-
-
-def num_devices(config, n_local: int) -> int:
-  """Devices sharing the batch, from the global batch and this device's rows (static)."""
-  return config.batch_size // n_local

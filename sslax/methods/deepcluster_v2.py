@@ -5,8 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sslax import losses
-from sslax.methods.common import Method, multi_view_forward, num_devices
+from sslax import losses, parallel
+from sslax.config_utils import Field
+from sslax.methods.common import Method, multi_view_forward, projection_output
 
 
 class DeepClusterV2(Method):
@@ -19,23 +20,29 @@ class DeepClusterV2(Method):
   k-means (`deepcluster.kmeans_iterations` rounds); each device assigns its 1/n slice of
   the memory and the centroid sums are summed across devices (psum), so the clustering is
   the single-device one. Head h clusters the memory of view h mod 2, as in the paper's code.
-  Before the first epoch the train loop fills the memory with one forward pass over the
+  Before the first epoch `before_training` fills the memory with one forward pass over the
   data (`fill_memory`), as the paper's init_memory does.
   """
 
+  name = "deepcluster_v2"
   needs_index = True
+  config_fields = {
+      "num_prototypes": Field((3000, 3000, 3000), "k-means clusters of each head", gt=0, integer=True),
+      "temperature": Field(0.1, "softmax temperature of the prototype scores", gt=0),
+      "kmeans_iterations": Field(10, "spherical k-means rounds at each epoch start", ge=0, integer=True),
+  }
 
   def __init__(self, config, **schedule):
     super().__init__(config, **schedule)
-    c = config.deepcluster
+    c = self.settings
     self.temperature = float(c.temperature)
     self.num_prototypes = tuple(int(k) for k in c.num_prototypes)
     self.kmeans_iterations = int(c.kmeans_iterations)
     self.memory_size = int(self.num_examples)
     if self.memory_size < max(self.num_prototypes):
       raise ValueError(f"DeepCluster v2 needs at least {max(self.num_prototypes)} training examples for "
-                       f"config.deepcluster.num_prototypes={self.num_prototypes}; got {self.memory_size}. "
-                       f"Lower --config.deepcluster.num_prototypes.")
+                       f"config.deepcluster_v2.num_prototypes={self.num_prototypes}; got {self.memory_size}. "
+                       f"Lower --config.deepcluster_v2.num_prototypes.")
 
   def init_state(self, params, rng):
     del params
@@ -64,22 +71,22 @@ class DeepClusterV2(Method):
       for _ in range(self.kmeans_iterations):
         assign = jnp.argmax(local @ c.T, axis=1)
         one_hot = jax.nn.one_hot(assign, k, dtype=jnp.float32) * valid[:, None]
-        sums = losses.global_sum(one_hot.T @ local, axis_name)
-        counts = losses.global_sum(one_hot.sum(axis=0), axis_name)
+        sums = parallel.global_sum(one_hot.T @ local, axis_name)
+        counts = parallel.global_sum(one_hot.sum(axis=0), axis_name)
         # Empty clusters keep their previous centroid (the paper's code does the same).
         c = losses.l2_normalize(jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts[:, None], 1.0), c))
       assign = jnp.where(valid, jnp.argmax(local @ c.T, axis=1), -1).astype(jnp.int32)
-      assignments.append(losses.gather_for_state(assign, axis_name)[:self.memory_size])
+      assignments.append(parallel.gather_for_state(assign, axis_name)[:self.memory_size])
       centroids.append(jnp.pad(c, ((0, kmax - k), (0, 0))))
     return dict(method_state, centroids=jnp.stack(centroids), assignments=jnp.stack(assignments))
 
   # --------------------------------------------------------------------------- memory
 
   def _write_memory(self, method_state, projections, index, axis_name):
-    index = losses.gather_for_state(index.astype(jnp.int32), axis_name)
+    index = parallel.gather_for_state(index.astype(jnp.int32), axis_name)
     memory = method_state["memory"]
     for v, z in enumerate(projections):
-      z = losses.gather_for_state(jax.lax.stop_gradient(losses.l2_normalize(z.astype(jnp.float32))), axis_name)
+      z = parallel.gather_for_state(jax.lax.stop_gradient(losses.l2_normalize(z.astype(jnp.float32))), axis_name)
       memory = memory.at[v, index].set(z)
     return dict(method_state, memory=memory)
 
@@ -88,11 +95,14 @@ class DeepClusterV2(Method):
     outs, _ = multi_view_forward(model, params, batch_stats, views, predict=False)
     return self._write_memory(method_state, [o["projection"] for o in outs], index, axis_name)
 
+  def before_training(self, state, forward_pass):
+    """The first clustering needs a full memory: one forward pass over the data fills it."""
+    return forward_pass(self.fill_memory)
+
   # --------------------------------------------------------------------------- loss
 
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
-    n_local = views[0].shape[0]
-    n_devices = num_devices(self.config, n_local)
+    n_devices = parallel.axis_size(axis_name)
     new_epoch = step % self.steps_per_epoch == 0
     method_state = jax.lax.cond(new_epoch, lambda s: self.cluster(s, step, axis_name, n_devices), lambda s: s,
                                 method_state)
@@ -106,10 +116,10 @@ class DeepClusterV2(Method):
       for o in outs:
         logits = losses.l2_normalize(o["projection"].astype(jnp.float32)) @ centroids.T / self.temperature
         ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.maximum(targets, 0)[:, None], axis=1)[:, 0]
-        total = total + losses.global_sum(jnp.sum(ce * valid), axis_name)
-        count = count + losses.global_sum(jnp.sum(valid), axis_name)
+        total = total + parallel.global_sum(jnp.sum(ce * valid), axis_name)
+        count = count + parallel.global_sum(jnp.sum(valid), axis_name)
     loss = total / jnp.maximum(count, 1.0)
     new_state = self._write_memory(method_state, [o["projection"] for o in outs], index, axis_name)
-    metrics = {"assigned_fraction": count / (len(self.num_prototypes) * len(outs) * self.config.batch_size)}
-    return loss, {"batch_stats": new_stats, "metrics": metrics, "features": outs[0]["features"],
-                  "embeddings": jnp.concatenate([o["projection"] for o in outs]), "method_state": new_state}
+    n_global = parallel.global_count(views[0].shape[0], axis_name)
+    metrics = {"assigned_fraction": count / (len(self.num_prototypes) * len(outs) * n_global)}
+    return projection_output(loss, outs, new_stats, new_state, metrics)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sslax import losses
-from sslax.methods.common import MomentumTargetMethod, freeze_prototypes, multi_view_forward
+from sslax import losses, parallel
+from sslax.config_utils import Field
+from sslax.methods.common import MomentumTargetMethod, freeze_prototypes, multi_view_forward, projection_output
 
 
 class DINO(MomentumTargetMethod):
@@ -19,11 +20,22 @@ class DINO(MomentumTargetMethod):
   last layer (the prototypes) is frozen for `dino.freeze_last_layer_epochs`.
   """
 
+  name = "dino"
+  heads = ("projector", "prototypes")
   supports_multicrop = True
+  config_fields = {
+      "base_momentum": Field(0.996, "teacher EMA momentum at step 0 (cosine to 1)", ge=0, le=1),
+      "student_temperature": Field(0.1, "student softmax temperature", gt=0),
+      "teacher_temperature": Field(0.04, "teacher temperature after the warm-up", gt=0),
+      "warmup_teacher_temperature": Field(0.04, "teacher temperature at step 0", gt=0),
+      "warmup_teacher_temperature_epochs": Field(0.0, "linear teacher-temperature warm-up", ge=0),
+      "center_momentum": Field(0.9, "EMA momentum of the teacher centre", ge=0, lt=1),
+      "freeze_last_layer_epochs": Field(1.0, "epochs without gradient into the prototypes", ge=0),
+  }
 
   def __init__(self, config, **schedule):
     super().__init__(config, **schedule)
-    c = config.dino
+    c = self.settings
     self.base_momentum = float(c.base_momentum)
     self.student_temperature = float(c.student_temperature)
     self.teacher_temperature = float(c.teacher_temperature)
@@ -55,17 +67,16 @@ class DINO(MomentumTargetMethod):
                        axis_name=axis_name)
     # Center: EMA of the teacher's mean output over both global views of the global batch.
     stacked = jnp.concatenate(teacher_scores)
-    batch_center = losses.global_sum(jnp.sum(stacked, axis=0), axis_name) / losses.global_sum(
-        jnp.float32(stacked.shape[0]), axis_name)
+    batch_center = parallel.global_sum(jnp.sum(stacked, axis=0), axis_name) / parallel.global_count(
+        stacked.shape[0], axis_name)
     center = self.center_momentum * method_state["center"] + (1 - self.center_momentum) * batch_center
     metrics = {"teacher_temperature": temperature,
                "teacher_entropy": _mean_entropy(teacher_scores[0], method_state["center"], temperature, axis_name)}
-    return loss, {"batch_stats": new_stats, "metrics": metrics, "features": student[0]["features"],
-                  "embeddings": jnp.concatenate([s["projection"] for s in student[:self.num_views]]),
-                  "method_state": dict(method_state, center=center)}
+    return projection_output(loss, student, new_stats, dict(method_state, center=center), metrics,
+                             num_views=self.num_views)
 
 
 def _mean_entropy(scores, center, temperature, axis_name):
   """Mean entropy of the teacher's centred, sharpened distribution (log K: uniform collapse; 0: one-hot)."""
   p = jax.nn.softmax((scores - center) / temperature, axis=-1)
-  return losses.global_mean(-jnp.sum(p * jnp.log(p + 1e-12), axis=-1), axis_name)
+  return parallel.global_mean(-jnp.sum(p * jnp.log(p + 1e-12), axis=-1), axis_name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sslax import losses
+from sslax.config_utils import Field
 from sslax.methods.common import TwoViewMethod
 
 
@@ -10,9 +11,8 @@ class SimCLR(TwoViewMethod):
   same statistics as the paper's implementation (global over both views and all devices);
   negatives are all-gathered from every device."""
 
-  def __init__(self, config, **schedule):
-    super().__init__(config, **schedule)
-    self.temperature = float(config.simclr.temperature)
+  name = "simclr"
+  config_fields = {"temperature": Field(0.5, "NT-Xent softmax temperature", gt=0)}
 
   def pair_loss(self, z1, z2, axis_name):
-    return losses.nt_xent(z1, z2, temperature=self.temperature, axis_name=axis_name)
+    return losses.nt_xent(z1, z2, temperature=float(self.settings.temperature), axis_name=axis_name)

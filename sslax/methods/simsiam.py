@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from sslax import losses
-from sslax.methods.common import Method, multi_view_forward
+from sslax.methods.common import Method, multi_view_forward, projection_output
 
 
 class SimSiam(Method):
@@ -15,11 +14,14 @@ class SimSiam(Method):
   `optimizer.fixed_lr_modules = ('predictor',)` for that.
   """
 
+  name = "simsiam"
+  heads = ("projector", "predictor")
+
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
     del step, batch
-    (o1, o2), new_stats = multi_view_forward(model, params, batch_stats, views)
+    outputs, new_stats = multi_view_forward(model, params, batch_stats, views)
+    (o1, o2) = outputs
     z1, z2 = jax.lax.stop_gradient(o1["projection"]), jax.lax.stop_gradient(o2["projection"])
     loss = (losses.negative_cosine(o1["prediction"], z2, axis_name)
             + losses.negative_cosine(o2["prediction"], z1, axis_name)) / 2
-    return loss, {"batch_stats": new_stats, "metrics": {}, "features": o1["features"],
-                  "embeddings": jnp.concatenate([o1["projection"], o2["projection"]]), "method_state": method_state}
+    return projection_output(loss, outputs, new_stats, method_state)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sslax import losses
-from sslax.methods.common import Method, freeze_prototypes, multi_view_forward, num_devices
+from sslax import losses, parallel
+from sslax.config_utils import Field
+from sslax.methods.common import Method, freeze_prototypes, multi_view_forward, projection_output
 from sslax.methods.moco import enqueue
 
 
@@ -21,11 +22,22 @@ class SwAV(Method):
   the transport problem is the single-device one over queue + global batch.
   """
 
+  name = "swav"
+  heads = ("projector", "prototypes")
   supports_multicrop = True
+  config_fields = {
+      "temperature": Field(0.1, "softmax temperature of the swapped prediction", gt=0),
+      "epsilon": Field(0.05, "Sinkhorn entropy regularisation", gt=0),
+      "sinkhorn_iterations": Field(3, "Sinkhorn-Knopp iterations", gt=0, integer=True),
+      "freeze_prototypes_epochs": Field(1.0, "epochs without gradient into the prototypes", ge=0),
+      "queue_size": Field(0, "queued embeddings per global crop (0: no queue), a multiple of batch_size", ge=0,
+                          integer=True),
+      "queue_start_epoch": Field(15.0, "epoch from which the queue is filled", ge=0),
+  }
 
   def __init__(self, config, **schedule):
     super().__init__(config, **schedule)
-    c = config.swav
+    c = self.settings
     self.temperature = float(c.temperature)
     self.epsilon = float(c.epsilon)
     self.iterations = int(c.sinkhorn_iterations)
@@ -45,9 +57,9 @@ class SwAV(Method):
     return {"queue": jnp.zeros((self.num_views, self.queue_size, dim), jnp.float32),
             "queue_pointer": jnp.zeros((), jnp.int32), "queue_filled": jnp.zeros((), jnp.int32)}
 
-  def _queue_scores(self, method_state, params, view, n_local, axis_name):
+  def _queue_scores(self, method_state, params, view, axis_name):
     """This device's slice of queue[view], its prototype scores, and whether it is in use."""
-    n_dev = num_devices(self.config, n_local)
+    n_dev = parallel.axis_size(axis_name)
     if self.queue_size % n_dev:
       raise ValueError(f"config.swav.queue_size={self.queue_size} must be divisible by the {n_dev} devices.")
     rows = self.queue_size // n_dev
@@ -67,7 +79,7 @@ class SwAV(Method):
     codes = {}
     for i in range(self.num_views):
       if self.queue_size:
-        queue_scores, weights = self._queue_scores(method_state, params, i, n_local, axis_name)
+        queue_scores, weights = self._queue_scores(method_state, params, i, axis_name)
         all_scores = jnp.concatenate([queue_scores, scores[i]])
         all_weights = jnp.concatenate([weights, jnp.ones((n_local,), jnp.float32)])
         codes[i] = losses.sinkhorn(all_scores, epsilon=self.epsilon, iterations=self.iterations,
@@ -78,10 +90,8 @@ class SwAV(Method):
     new_state = method_state
     if self.queue_size:
       new_state = self._enqueue(method_state, [outs[i]["projection"] for i in range(self.num_views)], step, axis_name)
-    projections = jnp.concatenate([o["projection"] for o in outs[:self.num_views]])
     metrics = {"prototypes_frozen": (step < self.freeze_steps).astype(jnp.float32)}
-    return loss, {"batch_stats": new_stats, "metrics": metrics, "features": outs[0]["features"],
-                  "embeddings": projections, "method_state": new_state}
+    return projection_output(loss, outs, new_stats, new_state, metrics, num_views=self.num_views)
 
   def _enqueue(self, method_state, projections, step, axis_name):
     """Adds the global batch's normalised embeddings of each global crop (from queue_start_step on)."""
@@ -89,7 +99,7 @@ class SwAV(Method):
     queues, pointer = [], method_state["queue_pointer"]
     for i, z in enumerate(projections):
       z = jax.lax.stop_gradient(losses.l2_normalize(z.astype(jnp.float32)))
-      z = losses.gather_for_state(z, axis_name)
+      z = parallel.gather_for_state(z, axis_name)
       queue, new_pointer = enqueue(method_state["queue"][i], pointer, z)
       queues.append(jnp.where(active, queue, method_state["queue"][i]))
     filled = jnp.minimum(method_state["queue_filled"] + self.config.batch_size, self.queue_size)

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from sslax import losses
+from sslax.config_utils import Field
 from sslax.methods.common import TwoViewMethod
 
 
 class VICReg(TwoViewMethod):
   """Variance and covariance are computed over the global batch (psum over devices)."""
 
-  def __init__(self, config, **schedule):
-    super().__init__(config, **schedule)
-    c = config.vicreg
-    self.weights = dict(sim_weight=float(c.sim_weight), var_weight=float(c.var_weight), cov_weight=float(c.cov_weight))
+  name = "vicreg"
+  config_fields = {"sim_weight": Field(25.0, "invariance (MSE) weight", ge=0),
+                   "var_weight": Field(25.0, "variance hinge weight", ge=0),
+                   "cov_weight": Field(1.0, "covariance weight", ge=0)}
 
   def pair_loss(self, z1, z2, axis_name):
-    return losses.vicreg(z1, z2, axis_name=axis_name, **self.weights)
+    weights = {k: float(self.settings[k]) for k in self.config_fields}
+    return losses.vicreg(z1, z2, axis_name=axis_name, **weights)

@@ -1,7 +1,7 @@
 """Backbones and heads, chosen by name from the config."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -80,18 +80,25 @@ def _mlp(head_cfg, bn_axis_name):
                  last_bn=head_cfg.last_bn, bn_axis_name=bn_axis_name, activation=head_cfg.get("activation", "relu"))
 
 
-def build_model(model_cfg, bn_axis_name: str | None = None) -> SSLModel:
-  """Backbone and heads from `model_cfg`: `projector`, and optional `predictor` (a head
-  config, or None) and `num_prototypes` (0: none). See sslax/presets.py."""
-  predictor = model_cfg.get("predictor")
-  num_prototypes = model_cfg.get("num_prototypes", 0)
+def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: str | None = None) -> SSLModel:
+  """Backbone and the heads a method declares (sslax.methods.base.Method.heads).
+
+  Args:
+    model_cfg: `backbone` settings, `projector` (a head config), `predictor` (a head config,
+      read when 'predictor' is in heads) and `num_prototypes` (read when 'prototypes' is).
+    heads: subset of ('projector', 'predictor', 'prototypes'); the method validates that
+      the config has what it declares.
+    bn_axis_name: mesh axis for global BatchNorm statistics.
+
+  Returns:
+    SSLModel.
+  """
   return SSLModel(
       backbone=build_backbone(model_cfg, bn_axis_name),
       projector=_mlp(model_cfg.projector, bn_axis_name),
-      predictor=_mlp(predictor, bn_axis_name) if predictor else None,
-      prototypes=Prototypes(num_prototypes) if num_prototypes else None,
+      predictor=_mlp(model_cfg.predictor, bn_axis_name) if "predictor" in heads else None,
+      prototypes=Prototypes(model_cfg.num_prototypes) if "prototypes" in heads else None,
   )
-
 
 __all__ = ["BACKBONES", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "MLPHead", "Prototypes", "ResNet",
            "SSLModel", "build_backbone", "build_model"]
