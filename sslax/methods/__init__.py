@@ -22,6 +22,7 @@ _REGISTERED = (
     "sslax.methods.barlow_twins.BarlowTwins",
     "sslax.methods.vicreg.VICReg",
     "sslax.methods.dino.DINO",
+    "sslax.methods.rotnet.RotNet",
 )
 
 
