@@ -96,7 +96,7 @@ def _step_on_eight_devices_and_target_outputs(name, num_views=None):
   target = jax.device_get(state.method_state["target_params"])
   batch_stats = jax.device_get(state.batch_stats)
   images = random_batch()["image"]
-  state, _ = make_train_step(setup)(state, parallel.to_globalrandom_batch({"image": images}, setup.mesh))
+  state, _ = make_train_step(setup)(state, parallel.to_global_batch({"image": images}, setup.mesh))
   views = _reference_views(config, images)[:num_views]
   return config, state, _one_device_outputs(setup, target, batch_stats, views)
 
@@ -123,7 +123,7 @@ def test_prototypes_get_no_gradient_while_frozen():
   config, _ = load_config("swav", **{"model.backbone": "vit_test", "swav.freeze_prototypes_epochs": 1.0})
   setup = build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]))  # 16 steps per epoch.
   state = create_train_state(setup, jax.random.PRNGKey(0))
-  batch = parallel.to_globalrandom_batch({"image": random_batch()["image"]}, setup.mesh)
+  batch = parallel.to_global_batch({"image": random_batch()["image"]}, setup.mesh)
   grad_fn = make_grad_fn(setup)
   _, frozen = grad_fn(state, batch)
   _, free = grad_fn(state.replace(step=jnp.int32(setup.steps_per_epoch)), batch)
