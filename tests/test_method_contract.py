@@ -31,6 +31,12 @@ from sslax.methods.common import MomentumTargetMethod
 from sslax.step import build_setup, create_train_state, make_forward_pass, make_train_step
 
 NUM_EXAMPLES, INDEX_BOUND = 32, 40
+# Tolerance (rtol, atol relative to each leaf's largest value) of the 8-vs-1-device comparison of
+# gradients and state: float32 sums run in another order. Barlow Twins and VICReg standardise
+# 16-row batches and sum d^2 correlation terms, which amplifies that rounding over three steps
+# to up to 4e-4 of a leaf's scale; their losses still agree to 1e-5 at every step, and per-device
+# statistics (the bug to catch) change the loss by over 1e-3 (test_redundancy_reduction.py).
+TOLERANCE = {"barlow_twins": (2e-3, 1e-3), "vicreg": (2e-3, 1e-3)}
 
 
 def _config(name):
@@ -69,11 +75,12 @@ def test_three_steps_on_eight_devices_equal_one_device(name):
   _, losses8, grads8, _, state8 = _three_steps(name, 8)
   assert np.isfinite(losses1).all()
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5, atol=1e-6)
-  assert_trees_close(grads8, grads1)
-  assert_trees_close(state8.params, state1.params)
+  rtol, atol_scale = TOLERANCE.get(name, (1e-4, 1e-5))
+  assert_trees_close(grads8, grads1, rtol=rtol, atol_scale=atol_scale)
+  assert_trees_close(state8.params, state1.params, rtol=rtol, atol_scale=atol_scale)
   for part in ("batch_stats", "method_state", "probe"):
     if jax.tree.leaves(getattr(state1, part)):
-      assert_trees_close(getattr(state8, part), getattr(state1, part))
+      assert_trees_close(getattr(state8, part), getattr(state1, part), rtol=rtol, atol_scale=atol_scale)
   assert int(state8.step) == int(state1.step) == 3
   # The steps really moved the parameters, so the comparison is not vacuous.
   moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(initial)))
