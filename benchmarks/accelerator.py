@@ -215,6 +215,13 @@ def _synthetic_batches(config, count: int, source_size: int, num_classes: int, n
   return batches
 
 
+def _source_size(case: str, config) -> int:
+  """Side of a case's synthetic source images: crop x 8/7 for resnet50_224, CIFAR-10's 32 px otherwise."""
+  if case == "resnet50_224":
+    return _SOURCE_SIZE.value or round(config.augment.crop_size * 8 / 7)
+  return 32
+
+
 def _is_oom(message: str) -> bool:
   lowered = message.lower()
   return "resource_exhausted" in lowered or "out of memory" in lowered or "oom" in lowered.split()
@@ -239,11 +246,10 @@ def run_case(case: str, dtype: str) -> dict:
   from sslax.step import build_setup, create_train_state, make_train_step
 
   config, num_examples, num_classes = case_config(case, dtype)
+  source_size = _source_size(case, config)
   if case == "resnet50_224":
-    source_size = _SOURCE_SIZE.value or round(config.augment.crop_size * 8 / 7)
     steps, num_batches = _STEPS.value, 1
   else:
-    source_size = 32  # CIFAR-10's images.
     steps, num_batches = _CIFAR_STEPS.value, _CIFAR_BATCHES.value
   start = time.perf_counter()
   setup = build_setup(config, num_examples, num_classes=num_classes)
@@ -375,7 +381,7 @@ def reference_flops(case: str, dtype: str, batch_size: int | None = None) -> flo
   config, num_examples, num_classes = case_config(case, dtype)
   if batch_size is not None:
     config.batch_size = batch_size
-  source = (_SOURCE_SIZE.value or round(config.augment.crop_size * 8 / 7)) if case == "resnet50_224" else 32
+  source = _source_size(case, config)
   mesh = parallel.make_mesh(jax.devices()[:1])
   setup = build_setup(config, num_examples, mesh=mesh, num_classes=num_classes)
   state = jax.eval_shape(lambda rng: create_train_state(setup, rng), jax.random.PRNGKey(0))
