@@ -1,5 +1,5 @@
 """Training monitors: collapse statistics of the embeddings (computed inside the step), the
-collapse warning, and the periodic kNN evaluation of the backbone."""
+collapse warning, the periodic kNN evaluation of the backbone, and the method's preview PNG."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from sslax.data import ImageDataset
+from sslax.data.preprocessing import preprocess
 from sslax.evaluate.features import extract_features, make_feature_fn
 from sslax.losses import l2_normalize
 from sslax.parallel import global_sum
@@ -118,3 +120,45 @@ class KNNMonitor:
     acc = knn_accuracy(train_f, self.train_labels, test_f, self.test_labels, num_classes=self.num_classes,
                        k=knn_cfg.k, temperature=knn_cfg.temperature, chunk_size=knn_cfg.chunk_size)
     return {"knn_top1": float(acc[knn_cfg.k]), "knn_time_s": time.time() - start}
+
+
+def write_method_preview(setup, state, images: np.ndarray, path: str) -> str | None:
+  """Writes the method's preview (Method.preview: corrupted inputs, reconstructions, ...) as a PNG grid.
+
+  Each row is one image, resized to the training crop size: the original, then the
+  method's columns. Runs on the calling process's first device with a host copy of the
+  (replicated) parameters.
+
+  Args:
+    setup: the run's Setup.
+    state: the trained TrainState.
+    images: uint8 (n, H, W, 3) evaluation images.
+    path: PNG path to write.
+
+  Returns:
+    `path`, or None when the method has no preview.
+  """
+  from PIL import Image
+
+  from sslax import augment
+  from sslax.augment.preview import view_grid
+  from sslax.methods import Method
+
+  method, config = setup.method, setup.config
+  if type(method).preview is Method.preview:
+    return None
+  host = lambda tree: jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  variables = {"params": host(state.params), "batch_stats": host(state.batch_stats)}
+  mean, std = np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+
+  @jax.jit
+  def columns(variables, images):
+    x = preprocess(images, config.data.mean, config.data.std, image_size=config.augment.crop_size,
+                   dtype=config.model.dtype)
+    keys = augment.example_keys(config.seed, 0, jnp.arange(images.shape[0]))
+    return [x] + method.preview(setup.model, variables, x, keys)
+
+  shown = [np.clip(np.asarray(c, np.float32) * std + mean, 0.0, 1.0) for c in columns(variables, images)]
+  grid = view_grid(np.round(shown[0] * 255).astype(np.uint8), shown[1:])
+  Image.fromarray(grid).save(path)
+  return path

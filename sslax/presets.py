@@ -71,6 +71,8 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   # Set by methods that declare these heads (Method.heads), None/0 otherwise.
   c.model.predictor = None  # A head config (mlp_head).
   c.model.num_prototypes = 0  # The prototype layer's K.
+  c.model.classifier = None  # A head config (mlp_head) over grouped projections (jigsaw, relative patch).
+  c.model.decoder = None  # A decoder config (conv_decoder) for the autoencoders.
   c.model.patch_size = 4  # ViT backbones: 4x4 patches on 32x32 CIFAR images.
 
   c.optimizer = ml_collections.ConfigDict()
@@ -192,6 +194,11 @@ def mlp_head(hidden_dims, output_dim: int, *, use_bn: bool = True, last_bn: bool
                                         last_bn=last_bn, activation=activation))
 
 
+def conv_decoder(width: int, num_upsamples: int = 3) -> ml_collections.ConfigDict:
+  """A decoder head config (see models.ConvDecoder)."""
+  return ml_collections.ConfigDict(dict(width=width, num_upsamples=num_upsamples))
+
+
 def preset_width(preset: str, cifar10: int, cpu: int = 512, tiny: int = 32) -> int:
   """A head width by preset: the published value, the CPU-sized one, or the tiny one."""
   return {"cifar10": cifar10, "cpu": cpu, "tiny": tiny}[preset]
@@ -218,3 +225,28 @@ def cpu_multicrop(c: ml_collections.ConfigDict) -> None:
   c.augment.num_local_crops = 2
   c.augment.local_crop_size = 12
   c.augment.local_crop_scale = (0.1, 0.3)
+
+
+def tile_pretext(c: ml_collections.ConfigDict, preset: str, num_classes: int) -> None:
+  """Shared sizes of the tile-classification pretext tasks (jigsaw, relative patch location).
+
+  Views are whole 32x32 crops (cells of 10 pixels, tiles of 9: a random gap of 0-2 pixels
+  between neighbours; tiny: 16x16 crops, tiles of 4); a per-tile projector (the papers'
+  fc6) and a classifier over the concatenated tile projections (fc7, fc8) of
+  `num_classes` outputs; no colour jitter (the tasks' own defences replace it); SGD with
+  Nesterov momentum, lr 0.1 x batch/256, weight decay 5e-4, as RotNet.
+  """
+  hidden, proj, cls_hidden = {"cifar10": (1024, 512, 4096), "cpu": (256, 128, 512), "tiny": (32, 16, 32)}[preset]
+  c.model.projector = mlp_head((hidden,), proj)
+  c.model.classifier = mlp_head((cls_hidden,), num_classes)
+  c.augment.crop_size = 16 if preset == "tiny" else 32
+  c[c.method].tile_size = 4 if preset == "tiny" else 9
+  c.augment.crop_scale = (0.5, 1.0)
+  c.augment.color_jitter_prob = 0.0
+  c.optimizer.name = "sgd"
+  c.optimizer.nesterov = True
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.base_learning_rate = 0.1
+  if preset == "cifar10":
+    c.batch_size = 256
+    c.total_epochs = 100.0

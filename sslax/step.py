@@ -91,7 +91,8 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
   probe = config.online_probe.enabled and num_classes > 0
   method = get_method(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                       num_examples=num_train_examples if index_bound is None else index_bound)
-  model = build_model(config.model, heads=method.heads, bn_axis_name=parallel.DATA_AXIS)
+  model = build_model(config.model, heads=method.heads, bn_axis_name=parallel.DATA_AXIS,
+                      classifier_group=method.classifier_group)
   return Setup(config=config, mesh=mesh, model=model, method=method, tx=tx, schedule=schedule,
                total_steps=total_steps, warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch,
                num_classes=num_classes if probe else 0,
@@ -106,11 +107,11 @@ def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
   """
   model, method, tx = setup.model, setup.method, setup.tx
   size = setup.config.augment.crop_size
-  dummy = jnp.zeros((2, size, size, 3), jnp.float32)
+  dummy = jnp.zeros((model.init_batch_size, size, size, 3), jnp.float32)
 
   def init(rng):
     model_rng, method_rng = jax.random.split(rng)
-    variables = model.init(model_rng, dummy, train=False)
+    variables = model.init(model_rng, dummy, train=False, pretext=True)
     params = variables["params"]
     probe = {}
     if setup.num_classes:

@@ -23,7 +23,7 @@ from sslax import parallel
 from sslax.checkpoint import Checkpointer, abstract_with_shardings
 from sslax.data import load_dataset, train_batches
 from sslax.metrics import MetricWriter, Progress, plot_training_curves, quiet_library_logs, read_metrics
-from sslax.monitors import KNNMonitor, warn_if_collapsing
+from sslax.monitors import KNNMonitor, warn_if_collapsing, write_method_preview
 from sslax.step import Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step
 from sslax.step import validate_config
 
@@ -172,10 +172,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("%s.before_training took %.1f s.", config.method, time.time() - t0)
 
   writer = MetricWriter(workdir, enabled=pid == 0)
-  summary = _loop(setup, state, batches_from(start_step, batch_keys(setup)), checkpointer, writer, knn_monitor,
-                  workdir, start_step)
+  summary, state = _loop(setup, state, batches_from(start_step, batch_keys(setup)), checkpointer, writer,
+                         knn_monitor, workdir, start_step)
   checkpointer.close()
   writer.close()
+  finished = summary["step"] >= setup.total_steps or summary.get("stopped_by_time_budget")
+  if pid == 0 and finished and not summary["stopped_by_signal"]:
+    images = knn_monitor.test_images if knn_monitor else train_data.images
+    preview = write_method_preview(setup, state, images[:8], os.path.join(workdir, "preview.png"))
+    if preview:
+      logging.info("Wrote %s.", preview)
   if pid == 0 and not summary["stopped_by_signal"]:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
@@ -183,8 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: MetricWriter,
-          knn_monitor: KNNMonitor | None, workdir: str, start_step: int) -> dict[str, Any]:
-  """Runs the steps from `start_step`; returns the summary (see train_and_evaluate)."""
+          knn_monitor: KNNMonitor | None, workdir: str, start_step: int) -> tuple[dict[str, Any], Any]:
+  """Runs the steps from `start_step`; returns the summary (see train_and_evaluate) and the final state."""
   config = setup.config
   pid = jax.process_index()
   stop_at = min(setup.total_steps, config.stop_at_step or setup.total_steps)
@@ -263,7 +269,7 @@ def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: Metr
       plot_training_curves(workdir)
     summary.update(knn)
   summary.update(last_metrics, step=final_step, total_steps=setup.total_steps)
-  return summary
+  return summary, state
 
 
 def _previous_train_time(workdir: str, start_step: int) -> float:

@@ -6,16 +6,20 @@ through this surface:
 
 - class attributes: `name` (registry key and config section, e.g. `config.moco_v3`),
   `config_fields` (that section's fields with defaults and valid ranges), `heads` (which of
-  projector / predictor / prototypes the model must have), `num_views` (global views per
-  image), `supports_multicrop` (also takes `augment.num_local_crops` smaller views) and
-  `needs_index` (the loss reads `batch['index']`, dataset positions);
+  projector / predictor / prototypes / classifier / decoder the model has), `num_views` (global
+  views per image), `supports_multicrop` (also takes `augment.num_local_crops` smaller views),
+  `needs_index` (the loss reads `batch['index']`, dataset positions) and `classifier_group`
+  (how many consecutive inputs' projections one row of the classifier head reads);
 - `init_state(params, rng)`: method state kept in TrainState.method_state (EMA target
   params, a key queue, a centre, a memory bank; `{}` when stateless);
 - `loss(model, params, batch_stats, method_state, views, *, step, axis_name, batch)`: a
   `LossOutput`, computed per device inside `jax.shard_map` with explicit collectives over
   `axis_name` (sslax.parallel), so `loss` is the global-batch loss on every device;
 - `post_update(state)`: a pure update after the optimizer step (EMA targets);
-- `before_training(state, forward_pass)`: runs once before step 0 (memory fills).
+- `before_training(state, forward_pass)`: runs once before step 0 (memory fills);
+- `preview(model, variables, images, keys)`: image columns (corrupted inputs,
+  reconstructions, colourisations) that the trainer writes to `<workdir>/preview.png` at
+  the end of training.
 
 Every hook except `loss` is a no-op by default.
 """
@@ -29,10 +33,12 @@ import ml_collections
 
 from sslax.config_utils import ConfigError, Field, check_section, section_defaults
 
-HEADS = ("projector", "predictor", "prototypes")
+HEADS = ("projector", "predictor", "prototypes", "classifier", "decoder")
 # The model config field that switches each optional head on.
 _HEAD_FIELDS = {"predictor": ("model.predictor", "a head config, e.g. sslax.presets.mlp_head((4096,), 256)"),
-                "prototypes": ("model.num_prototypes", "the number of prototypes K > 0")}
+                "prototypes": ("model.num_prototypes", "the number of prototypes K > 0"),
+                "classifier": ("model.classifier", "a head config, e.g. sslax.presets.mlp_head((512,), 100)"),
+                "decoder": ("model.decoder", "a decoder config, e.g. sslax.presets.conv_decoder(256)")}
 
 
 @flax.struct.dataclass
@@ -79,6 +85,7 @@ class Method:
   num_views: ClassVar[int] = 2
   supports_multicrop: ClassVar[bool] = False
   needs_index: ClassVar[bool] = False
+  classifier_group: ClassVar[int] = 1
 
   def __init__(self, config: ml_collections.ConfigDict, *, total_steps: int = 1, steps_per_epoch: int = 1,
                num_examples: int = 0):
@@ -107,13 +114,14 @@ class Method:
       check_section(config, cls.name, cls.config_fields)
     model = config.model
     configured = {"projector": True, "predictor": bool(model.get("predictor")),
-                  "prototypes": bool(model.get("num_prototypes"))}
+                  "prototypes": bool(model.get("num_prototypes")), "classifier": bool(model.get("classifier")),
+                  "decoder": bool(model.get("decoder"))}
     for head, (field, hint) in _HEAD_FIELDS.items():
       if head in cls.heads and not configured[head]:
         raise ConfigError(f"{cls.name} needs a {head} head: set config.{field} ({hint}).")
       if head not in cls.heads and configured[head]:
         raise ConfigError(f"{cls.name} has no {head} head, but config.{field} is set; remove it "
-                          f"(--config.{field}={'None' if head == 'predictor' else 0}).")
+                          f"(--config.{field}={0 if head == 'prototypes' else 'None'}).")
 
   # --------------------------------------------------------------------------- hooks
 
@@ -158,3 +166,19 @@ class Method:
     """
     del forward_pass
     return state
+
+  def preview(self, model, variables: dict, images: jax.Array, keys: jax.Array) -> list[jax.Array]:
+    """Columns of `<workdir>/preview.png`, written when training ends; none by default.
+
+    Args:
+      model: the SSLModel.
+      variables: {'params', 'batch_stats'} of the trained model (evaluation mode).
+      images: (n, S, S, 3) normalised evaluation images (no augmentation).
+      keys: (n, 2) per-example PRNG keys (for random corruptions).
+
+    Returns:
+      A list of (n, S, S, 3) images in the same normalised space (e.g. [corrupted inputs,
+      reconstructions]); the trainer shows each row as original, then these columns.
+    """
+    del model, variables, images, keys
+    return []

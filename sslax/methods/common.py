@@ -1,14 +1,19 @@
-"""Pieces shared by the methods: multi-view forward passes, EMA targets, schedules, and the
-two method shapes most methods take (TwoViewMethod, MomentumTargetMethod)."""
+"""Pieces shared by the methods: multi-view forward passes, EMA targets, schedules, per-example
+keys, and the method shapes several methods take (TwoViewMethod, MomentumTargetMethod,
+TileClassificationMethod)."""
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from sslax import augment, parallel
+from sslax.augment.tiles import check_tile_geometry, grid_tiles
+from sslax.config_utils import ConfigError
 from sslax.methods.base import LossOutput, Method
 
 # Parameter groups a momentum target network copies from the online one (never the predictor).
@@ -47,6 +52,27 @@ def multi_view_forward(model, params, batch_stats, views: Sequence[jax.Array], *
     outputs += [jax.tree.map(lambda a, i=i: a[i * n:(i + 1) * n], out) for i in range(end - start)]
     start = end
   return outputs, batch_stats
+
+
+def method_keys(config, step: jax.Array, n_local: int, axis_name: str | None, stream: int) -> jax.Array:
+  """Per-example PRNG keys for a method's own randomness (tile jitter, permutations, masks).
+
+  Derived like the views' keys from (seed, step, global example index), then folded with
+  `stream`, so they are independent of the view keys and of the device count.
+
+  Args:
+    config: the run config (its seed).
+    step: the training step (traced).
+    n_local: rows on this device.
+    axis_name: the batch's mesh axis (None on one device).
+    stream: a constant that names the use (e.g. a method's own number).
+
+  Returns:
+    (n_local, 2) uint32 keys.
+  """
+  index = parallel.device_offset(n_local, axis_name) + jnp.arange(n_local)
+  keys = augment.example_keys(config.seed, step, index)
+  return jax.vmap(lambda k: jax.random.fold_in(k, stream))(keys)
 
 
 def target_subset(params: dict) -> dict:
@@ -120,6 +146,23 @@ class MomentumTargetMethod(Method):
     return state.replace(method_state=dict(state.method_state, target_params=target))
 
 
+def classification_loss(logits: jax.Array, labels: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array]:
+  """Global-batch mean cross-entropy and top-1 accuracy of pretext-task logits.
+
+  Args:
+    logits: (n_local, C) logits.
+    labels: (n_local,) int labels.
+    axis_name: the batch's mesh axis.
+
+  Returns:
+    (loss, top1), identical on every device.
+  """
+  logits = logits.astype(jnp.float32)
+  loss = parallel.global_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), axis_name)
+  top1 = parallel.global_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), axis_name)
+  return loss, top1
+
+
 def projection_output(loss: jax.Array, outputs: Sequence[dict[str, jax.Array]], batch_stats, method_state,
                       metrics: dict | None = None, num_views: int | None = None) -> LossOutput:
   """The usual LossOutput: first view's features for the probe, the projections of the first
@@ -139,3 +182,73 @@ def freeze_prototypes(params: dict, frozen: jax.Array) -> dict:
     return params
   stopped = jax.tree.map(lambda w: jnp.where(frozen, jax.lax.stop_gradient(w), w), params["prototypes"])
   return dict(params, prototypes=stopped)
+
+
+class TileClassificationMethod(Method):
+  """A pretext classification over a group of tiles of each image (jigsaw, relative patch).
+
+  One view per image (crop and flip from the usual pipeline) is cut into a 3x3 grid of
+  jittered tiles (sslax.augment.tiles.grid_tiles); `make_inputs` picks and orders
+  `classifier_group` of them per image and gives the label. Every tile goes through the
+  shared encoder (backbone and projector, BatchNorm over all tiles of the batch), and the
+  classifier head reads each image's concatenated tile projections. The representation
+  evaluated downstream is the backbone's pooled feature of a whole image; the online probe
+  reads the mean of an image's tile features (it costs no extra forward pass).
+
+  Subclasses set `name`, `classifier_group`, `config_fields` (with `tile_size` and
+  `channel_jitter`) and implement `num_classes` and `make_inputs`.
+  """
+
+  heads = ("projector", "classifier")
+  num_views = 1
+
+  @classmethod
+  def num_classes(cls, config) -> int:
+    """Classes of the pretext task (the classifier's output_dim)."""
+    raise NotImplementedError
+
+  @classmethod
+  def validate_config(cls, config) -> None:
+    super().validate_config(config)
+    tile_size = config[cls.name].tile_size
+    if not config.model.backbone.startswith("resnet") and tile_size % config.model.patch_size:
+      # ViTs take any input size (fixed sin-cos position embeddings) made of whole patches.
+      raise ConfigError(f"config.{cls.name}.tile_size={tile_size} must be a multiple of config.model.patch_size="
+                        f"{config.model.patch_size} for a ViT backbone (or use a ResNet).")
+    if config.model.classifier.output_dim != cls.num_classes(config):
+      raise ConfigError(f"{cls.name} has {cls.num_classes(config)} classes: set config.model.classifier.output_dim="
+                        f"{cls.num_classes(config)} (got {config.model.classifier.output_dim}).")
+    try:
+      check_tile_geometry(config.augment.crop_size, tile_size, f"config.{cls.name}")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def make_inputs(self, tiles: jax.Array, keys: jax.Array, method_state) -> tuple[jax.Array, jax.Array]:
+    """Per image: the classifier's ordered tiles and the label.
+
+    Args:
+      tiles: (n, 9, t, t, C) grid tiles, row-major.
+      keys: (n, 2) per-example keys for the task's own choices.
+      method_state: TrainState.method_state.
+
+    Returns:
+      ((n, classifier_group, t', t', C) inputs, (n,) int32 labels).
+    """
+    raise NotImplementedError
+
+  def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
+    del batch
+    images = views[0]
+    n = images.shape[0]
+    keys = method_keys(self.config, step, n, axis_name, stream=zlib.crc32(self.name.encode()))
+    tile_keys, task_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    tiles = jax.vmap(grid_tiles, in_axes=(0, 0, None, None))(images, tile_keys, self.settings.tile_size,
+                                                             self.settings.channel_jitter)
+    inputs, labels = self.make_inputs(tiles, task_keys, method_state)
+    x = inputs.reshape(-1, *inputs.shape[2:]).astype(images.dtype)
+    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True, predict=False,
+                               pretext=True, mutable=["batch_stats"])
+    loss, top1 = classification_loss(out["logits"], labels, axis_name)
+    features = out["features"].reshape(n, self.classifier_group, -1).mean(axis=1)
+    return LossOutput(loss=loss, batch_stats=updates.get("batch_stats", batch_stats), method_state=method_state,
+                      features=features, embeddings=out["projection"], metrics={f"{self.name}_top1": top1})

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from sslax import parallel
 from sslax.config_utils import ConfigError
 from sslax.methods.base import LossOutput, Method
-from sslax.methods.common import multi_view_forward
+from sslax.methods.common import classification_loss, multi_view_forward
 
 NUM_ROTATIONS = 4
 
@@ -53,9 +51,7 @@ class RotNet(Method):
     del step, batch
     rotated, labels = rotate_all(views[0])
     (out,), new_stats = multi_view_forward(model, params, batch_stats, [rotated], predict=False)
-    logits = out["projection"].astype(jnp.float32)
-    loss = parallel.global_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), axis_name)
-    top1 = parallel.global_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), axis_name)
+    loss, top1 = classification_loss(out["projection"], labels, axis_name)
     n = views[0].shape[0]
     features = out["features"][:n]  # The unrotated images: what the probe and monitors see.
     return LossOutput(loss=loss, batch_stats=new_stats, method_state=method_state, features=features,

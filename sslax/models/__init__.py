@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sslax.models.heads import MLPHead, Prototypes
+from sslax.models.heads import ConvDecoder, MLPHead, Prototypes
 from sslax.models.resnet import RESNET_DEPTHS, BasicBlock, BottleneckBlock, ResNet
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -40,38 +40,63 @@ def build_backbone(model_cfg, bn_axis_name: str | None = None) -> nn.Module:
 
 
 class SSLModel(nn.Module):
-  """Backbone + projection head (+ optional predictor and prototypes).
+  """Backbone + the heads a method uses: projector, predictor, prototypes, grouped classifier, decoder.
 
-  Params live under 'backbone', 'projector', 'predictor' and 'prototypes', so the backbone
-  alone can be exported and a target network can hold just the parts it needs.
+  Params live under 'backbone', 'projector', 'predictor', 'prototypes', 'classifier' and
+  'decoder', so the backbone alone can be exported and a target network can hold just the
+  parts it needs.
 
   Attributes:
     backbone: images -> (B, D) features.
-    projector: features -> (B, d) projection.
+    projector: features -> (B, d) projection, or None (a decoder-only method).
     predictor: projection -> (B, d) prediction (BYOL, SimSiam, MoCo v3), or None.
     prototypes: L2-normalised projection -> (B, K) scores (SwAV, DINO, DeepCluster v2), or None.
+    classifier: the concatenated projections of `classifier_group` consecutive inputs ->
+      (B / classifier_group, C) logits (jigsaw over 9 tiles, relative patch location over a
+      pair), or None.
+    classifier_group: inputs per classifier row.
+    decoder: features -> (B, H, W, 3) reconstruction of the input's size (autoencoders), or None.
   """
 
   backbone: nn.Module
-  projector: nn.Module
+  projector: nn.Module | None
   predictor: nn.Module | None = None
   prototypes: nn.Module | None = None
+  classifier: nn.Module | None = None
+  classifier_group: int = 1
+  decoder: nn.Module | None = None
 
-  def __call__(self, x, train: bool = True, predict: bool = True) -> dict[str, Any]:
+  @property
+  def init_batch_size(self) -> int:
+    """A batch size that initialises every head (the classifier reads groups of inputs)."""
+    return 2 * self.classifier_group
+
+  def __call__(self, x, train: bool = True, predict: bool = True, pretext: bool = False) -> dict[str, Any]:
     """Args:
       x: (B, H, W, 3) normalised images.
       train: batch statistics in BatchNorm when True.
       predict: run the predictor; False for a target network, which has no predictor params.
+      pretext: run the pretext-task heads, the grouped classifier (B must be a multiple of
+        classifier_group) and the decoder; evaluation, which reads features, leaves them off.
 
     Returns:
-      {'features', 'projection'} plus 'prediction' and/or 'scores' when those heads exist.
+      {'features'} plus 'projection', 'prediction', 'scores', 'logits' and/or
+      'reconstruction' when those heads exist (and are asked for).
     """
     features = self.backbone(x, train=train)
-    out = {"features": features, "projection": self.projector(features, train=train)}
+    out = {"features": features}
+    if self.decoder is not None and pretext:
+      out["reconstruction"] = self.decoder(features, x.shape[1:3], train=train)
+    if self.projector is None:
+      return out
+    out["projection"] = self.projector(features, train=train)
     if self.predictor is not None and predict:
       out["prediction"] = self.predictor(out["projection"], train=train)
     if self.prototypes is not None:
       out["scores"] = self.prototypes(out["projection"])
+    if self.classifier is not None and pretext:
+      z = out["projection"]
+      out["logits"] = self.classifier(z.reshape(z.shape[0] // self.classifier_group, -1), train=train)
     return out
 
 
@@ -80,25 +105,33 @@ def _mlp(head_cfg, bn_axis_name):
                  last_bn=head_cfg.last_bn, bn_axis_name=bn_axis_name, activation=head_cfg.get("activation", "relu"))
 
 
-def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: str | None = None) -> SSLModel:
+def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: str | None = None,
+                classifier_group: int = 1) -> SSLModel:
   """Backbone and the heads a method declares (sslax.methods.base.Method.heads).
 
   Args:
     model_cfg: `backbone` settings, `projector` (a head config), `predictor` (a head config,
-      read when 'predictor' is in heads) and `num_prototypes` (read when 'prototypes' is).
-    heads: subset of ('projector', 'predictor', 'prototypes'); the method validates that
-      the config has what it declares.
+      read when 'predictor' is in heads), `num_prototypes` (read when 'prototypes' is),
+      `classifier` (a head config, read when 'classifier' is) and `decoder` (width and
+      num_upsamples, read when 'decoder' is).
+    heads: subset of ('projector', 'predictor', 'prototypes', 'classifier', 'decoder'); the
+      method validates that the config has what it declares.
     bn_axis_name: mesh axis for global BatchNorm statistics.
+    classifier_group: inputs whose projections one classifier row concatenates.
 
   Returns:
     SSLModel.
   """
   return SSLModel(
       backbone=build_backbone(model_cfg, bn_axis_name),
-      projector=_mlp(model_cfg.projector, bn_axis_name),
+      projector=_mlp(model_cfg.projector, bn_axis_name) if "projector" in heads else None,
       predictor=_mlp(model_cfg.predictor, bn_axis_name) if "predictor" in heads else None,
       prototypes=Prototypes(model_cfg.num_prototypes) if "prototypes" in heads else None,
+      classifier=_mlp(model_cfg.classifier, bn_axis_name) if "classifier" in heads else None,
+      classifier_group=classifier_group,
+      decoder=(ConvDecoder(width=model_cfg.decoder.width, num_upsamples=model_cfg.decoder.num_upsamples,
+                           bn_axis_name=bn_axis_name) if "decoder" in heads else None),
   )
 
-__all__ = ["BACKBONES", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "MLPHead", "Prototypes", "ResNet",
+__all__ = ["BACKBONES", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead", "Prototypes", "ResNet",
            "SSLModel", "build_backbone", "build_model"]

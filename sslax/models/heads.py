@@ -1,4 +1,5 @@
-"""Projection and prediction MLP heads, and the prototype layer of SwAV/DINO/DeepCluster v2."""
+"""Projection and prediction MLP heads, the prototype layer of SwAV/DINO/DeepCluster v2, and a
+convolutional decoder for the autoencoding pretext tasks."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -82,3 +83,56 @@ class Prototypes(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (z.shape[-1], self.num_prototypes))
     kernel = kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
     return z @ kernel
+
+
+class ConvDecoder(nn.Module):
+  """Pooled features -> an image: a Dense layer to a coarse grid, then 2x up-convolutions.
+
+  The decoder of the autoencoders (denoising autoencoder): everything it reconstructs must
+  pass through the backbone's pooled feature vector, the representation that is evaluated.
+  Dense -> (H/2^u, W/2^u, width) grid -> u x [3x3 transposed conv, stride 2, BN, ReLU]
+  (halving the width each time, at least 16) -> 3x3 conv to 3 channels.
+
+  Attributes:
+    width: channels of the coarse grid.
+    num_upsamples: u; the image's sides must be multiples of 2^u.
+    out_channels: output channels.
+    bn_axis_name: mesh axis for global-batch BatchNorm statistics.
+    bn_momentum: BatchNorm running-average momentum.
+  """
+
+  width: int = 256
+  num_upsamples: int = 3
+  out_channels: int = 3
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, z, size: tuple[int, int], train: bool = True):
+    """Args:
+      z: (B, D) features.
+      size: (H, W) of the image to produce.
+      train: batch statistics for BN when True.
+
+    Returns:
+      (B, H, W, out_channels) float32 image in the model's input (normalised) space.
+    """
+    factor = 2 ** self.num_upsamples
+    h, w = size
+    if h % factor or w % factor:
+      raise ValueError(f"The decoder upsamples {self.num_upsamples} times, so the image sides must be multiples of "
+                       f"{factor}; got {h}x{w}. Change config.augment.crop_size or config.model.decoder.num_upsamples.")
+    axis = self.bn_axis_name if train else None
+
+    def bn_relu(x, name):
+      return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, axis_name=axis,
+                                  name=name)(x))
+
+    x = nn.Dense((h // factor) * (w // factor) * self.width, use_bias=False, name="grid")(z.astype(jnp.float32))
+    x = bn_relu(x.reshape(z.shape[0], h // factor, w // factor, self.width), "grid_bn")
+    channels = self.width
+    for i in range(self.num_upsamples):
+      channels = max(channels // 2, 16)
+      x = nn.ConvTranspose(channels, (3, 3), strides=(2, 2), padding="SAME", use_bias=False, name=f"up{i + 1}")(x)
+      x = bn_relu(x, f"up{i + 1}_bn")
+    return nn.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(x).astype(jnp.float32)
