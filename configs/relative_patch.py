@@ -1,0 +1,31 @@
+r"""Relative patch location (Doersch, Gupta & Efros 2015, "Unsupervised Visual Representation
+Learning by Context Prediction", ICCV).
+
+Presets (`--config=configs/relative_patch.py:PRESET`):
+  cifar10  The paper's task scaled to CIFAR-10: the centre cell of a 3x3 grid and one of its
+           8 neighbours (32x32 crops, 10-pixel cells, 9-pixel patches, so a random gap of
+           0-2 pixels; the paper: 96-pixel patches, a 48-pixel gap and up to 7 pixels of
+           jitter), colour dropping on every patch, a shared patch encoder with a per-patch
+           head (fc6, 1024) and a classifier over the pair (fc 4096, then 8 outputs); batch
+           256. Differences: a ResNet-18 (CIFAR stem) with BatchNorm instead of the paper's
+           AlexNet-style network, SGD with Nesterov momentum, lr 0.1 and a cosine decay, 100
+           epochs:
+             python -m sslax.main --config=configs/relative_patch.py:cifar10 --workdir=workdirs/relpatch_cifar10
+  cpu      (default) ResNet-18 x0.25, batch 128 (256 patches a step), 11 epochs:
+             python -m sslax.main --config=configs/relative_patch.py:cpu --workdir=workdirs/relpatch_cpu
+  tiny     A few steps of a tiny model, for tests.
+"""
+import ml_collections
+
+PRESETS = ("cpu", "cifar10", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
+  from sslax.config_utils import parse_arg
+  from sslax.presets import base_config, tile_pretext
+
+  preset, _ = parse_arg(arg, PRESETS, default="cpu")
+  c = base_config("relative_patch", preset)
+  tile_pretext(c, preset, num_classes=8)
+  return c.lock()
