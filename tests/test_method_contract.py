@@ -133,7 +133,8 @@ def test_config_section_and_heads_are_validated(name):
     broken, _ = load_config(name, **{f"{name}.{field_name}": bad})
     with pytest.raises(ConfigError, match=rf"config\.{name}\.{field_name}="):
       cls.validate_config(broken)
-  for head, override in (("predictor", {"model.predictor": None}), ("prototypes", {"model.num_prototypes": 0})):
+  for head, override in (("predictor", {"model.predictor": None}), ("prototypes", {"model.num_prototypes": 0}),
+                         ("classifier", {"model.classifier": None}), ("decoder", {"model.decoder": None})):
     if head in cls.heads:
       broken, _ = load_config(name, **override)
       with pytest.raises(ConfigError, match=f"needs a {head} head"):

@@ -1,10 +1,14 @@
 """Pretext tasks: their data transforms against independent references (the contract test
 in test_method_contract.py covers their train steps like every other method's)."""
+import itertools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from reference import load_config, requires_cifar
 
+from sslax.augment import tiles
 from sslax.config_utils import ConfigError
 from sslax.methods import METHODS
 from sslax.methods.rotnet import rotate_all
@@ -36,7 +40,172 @@ def test_rotnet_config_checks_the_classifier_size():
     METHODS["rotnet"].validate_config(config)
 
 
-PRETEXT = ("rotnet",)
+def _coordinate_image(size):
+  """(size, size, 3) float image whose pixel (i, j) holds (i, j, 1000 + i * size + j)."""
+  i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+  return np.stack([i, j, 1000 + i * size + j], axis=-1).astype(np.float32)
+
+
+def test_grid_tiles_lie_in_their_cells_with_a_random_gap():
+  size, tile = 32, 8
+  cell = 32 // 3
+  out = np.asarray(jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(
+      jnp.asarray(_coordinate_image(size)), jax.random.split(jax.random.PRNGKey(0), 64), tile))
+  assert out.shape == (64, 9, tile, tile, 3)
+  offsets = set()
+  for example in out:
+    for k, t in enumerate(example):
+      top, left = t[0, 0, 0], t[0, 0, 1]
+      # A contiguous tile_size square: rows top.., columns left..
+      np.testing.assert_array_equal(t[..., 0], top + np.arange(tile)[:, None] + 0 * np.arange(tile))
+      np.testing.assert_array_equal(t[..., 1], left + np.arange(tile)[None, :] + 0 * np.arange(tile)[:, None])
+      np.testing.assert_array_equal(t[..., 2], 1000 + t[..., 0] * size + t[..., 1])
+      row, col = divmod(k, 3)
+      assert row * cell <= top <= row * cell + cell - tile and col * cell <= left <= col * cell + cell - tile
+      offsets.add((int(top - row * cell), int(left - col * cell)))
+  assert offsets == {(a, b) for a in range(cell - tile + 1) for b in range(cell - tile + 1)}  # Every gap occurs.
+
+
+def test_channel_jitter_shifts_each_channel_by_at_most_j_pixels():
+  size, tile, jitter = 30, 8, 2
+  image = _coordinate_image(size)
+  image = np.stack([image[..., 2]] * 3, axis=-1)  # Every channel holds the pixel's position.
+  out = np.asarray(jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None, None))(
+      jnp.asarray(image), jax.random.split(jax.random.PRNGKey(1), 32), tile, jitter))
+  corner = out[:, :, 0, 0, :] - 1000  # (n, 9, C) positions i * size + j of each channel's corner.
+  rows, cols = corner // size, corner % size
+  shift_r = rows - np.median(rows, axis=-1, keepdims=True)
+  assert np.abs(rows - rows[..., :1]).max() <= 2 * jitter and np.abs(cols - cols[..., :1]).max() <= 2 * jitter
+  assert (np.abs(shift_r) > 0).any()  # Channels do get different offsets.
+
+
+def test_normalize_tiles_gives_each_tile_zero_mean_unit_std():
+  x = np.random.default_rng(0).normal(3.0, 2.0, size=(4, 9, 5, 5, 3)).astype(np.float32)
+  y = np.asarray(tiles.normalize_tiles(jnp.asarray(x)))
+  np.testing.assert_allclose(y.mean(axis=(-3, -2, -1)), 0, atol=1e-5)
+  np.testing.assert_allclose(y.std(axis=(-3, -2, -1)), 1, atol=1e-3)
+
+
+def test_drop_colours_keeps_one_channel_and_replaces_two_by_faint_noise():
+  x = np.random.default_rng(0).normal(size=(16, 16, 3)).astype(np.float32)
+  kept = []
+  for s in range(20):
+    y = np.asarray(tiles.drop_colours(jnp.asarray(x), jax.random.PRNGKey(s)))
+    same = [c for c in range(3) if np.array_equal(y[..., c], x[..., c])]
+    assert len(same) == 1
+    kept.append(same[0])
+    for c in set(range(3)) - set(same):
+      assert 0.003 < y[..., c].std() / x[..., same[0]].std() < 0.03
+  assert set(kept) == {0, 1, 2}
+
+
+def _greedy_max_min_reference(size, first, n):
+  """Farthest-point selection over all n! permutations, written independently (pure Python)."""
+  perms = list(itertools.permutations(range(n)))
+  chosen = [perms[first]]
+  while len(chosen) < size:
+    best, best_d = None, -1
+    for p in perms:
+      d = min(sum(a != b for a, b in zip(p, q)) for q in chosen)
+      if d > best_d:
+        best, best_d = p, d
+    chosen.append(best)
+  return np.array(chosen)
+
+
+def test_permutation_set_is_the_greedy_max_min_hamming_set():
+  perms = tiles.hamming_permutation_set(100, seed=0)
+  assert perms.shape == (100, 9)
+  assert all(sorted(p) == list(range(9)) for p in perms.tolist())
+  assert len({tuple(p) for p in perms.tolist()}) == 100
+  assert tiles.min_hamming_distance(perms) >= 6  # Random sets of 100 have pairs at distance 2.
+  # The same rule over the 120 permutations of 5 elements, against a plain-Python greedy.
+  first = int(np.random.default_rng(3).integers(120))
+  np.testing.assert_array_equal(tiles.hamming_permutation_set(30, seed=3, n=5), _greedy_max_min_reference(30, first, 5))
+  np.testing.assert_array_equal(tiles.hamming_permutation_set(100, seed=0), perms)  # Deterministic.
+  assert not np.array_equal(tiles.hamming_permutation_set(100, seed=1), perms)
+
+
+def test_jigsaw_slot_i_shows_tile_perm_i_and_the_set_is_in_the_state():
+  config, _ = load_config("jigsaw", **{"jigsaw.num_permutations": 10, "model.classifier.output_dim": 10})
+  method = METHODS["jigsaw"](config)
+  state = method.init_state(None, None)
+  np.testing.assert_array_equal(state["permutations"], tiles.hamming_permutation_set(10, seed=config.seed))
+  x = np.random.default_rng(0).normal(size=(6, 9, 4, 4, 3)).astype(np.float32)
+  inputs, labels = method.make_inputs(jnp.asarray(x), jax.random.split(jax.random.PRNGKey(0), 6), state)
+  inputs, labels = np.asarray(inputs), np.asarray(labels)
+  perms = np.asarray(state["permutations"])
+  for n in range(6):
+    for slot in range(9):
+      t = x[n, perms[labels[n], slot]]
+      np.testing.assert_allclose(inputs[n, slot], (t - t.mean()) / (t.std() + 1e-5), rtol=1e-5, atol=1e-5)
+  labels_many = np.asarray(method.make_inputs(jnp.zeros((200, 9, 2, 2, 3)), jax.random.split(
+      jax.random.PRNGKey(1), 200), state)[1])
+  assert set(labels_many) == set(range(10))
+
+
+def test_relative_patch_labels_match_the_neighbour_position():
+  config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0})
+  method = METHODS["relative_patch"](config)
+  size, tile = 30, 8
+  grid = jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(jnp.asarray(_coordinate_image(size)),
+                                                              jax.random.split(jax.random.PRNGKey(0), 200), tile)
+  pairs, labels = method.make_inputs(grid, jax.random.split(jax.random.PRNGKey(1), 200), {})
+  pairs, labels = np.asarray(pairs), np.asarray(labels)
+  # Row-major neighbours of the centre: (d_row, d_col) of label k.
+  expected = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+  cell = size // 3
+  for pair, label in zip(pairs, labels):
+    centre, other = pair[0, 0, 0, :2] // cell, pair[1, 0, 0, :2] // cell
+    assert tuple(centre) == (1, 1)
+    assert tuple(other - centre) == expected[label]
+  assert set(labels) == set(range(8))
+
+
+def test_tile_tasks_check_their_config():
+  with pytest.raises(ConfigError, match="output_dim=100"):
+    METHODS["jigsaw"].validate_config(load_config("jigsaw", **{"model.classifier.output_dim": 10})[0])
+  with pytest.raises(ConfigError, match="tile_size"):
+    METHODS["relative_patch"].validate_config(load_config("relative_patch", **{"relative_patch.tile_size": 6})[0])
+  with pytest.raises(ConfigError, match="multiple of config.model.patch_size"):
+    METHODS["jigsaw"].validate_config(load_config("jigsaw", **{"model.backbone": "vit_test", "jigsaw.tile_size": 3})[0])
+  with pytest.raises(ConfigError, match="num_permutations"):
+    METHODS["jigsaw"].validate_config(load_config("jigsaw", **{"jigsaw.num_permutations": 5000})[0])
+
+
+def test_masking_noise_masks_the_stated_fraction_of_whole_pixels():
+  from sslax.methods.denoising_ae import corrupt
+
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32))
+  keys = jax.random.split(jax.random.PRNGKey(0), 8)
+  y = np.asarray(corrupt(x, keys, "masking", 0.25))
+  masked = (y == 0).all(axis=-1)
+  assert abs(masked.mean() - 0.25) < 0.02
+  np.testing.assert_array_equal(y[~masked], np.asarray(x)[~masked])  # The rest is untouched.
+  assert 0.1 < masked.reshape(8, -1).mean(1).min() and not np.array_equal(masked[0], masked[1])  # Per example.
+  g = np.asarray(corrupt(x, keys, "gaussian", 0.5)) - np.asarray(x)
+  assert abs(g.std() - 0.5) < 0.01 and abs(g.mean()) < 0.01
+
+
+def test_decoder_output_size_and_a_clear_error_for_bad_sizes():
+  from sslax.models import ConvDecoder
+
+  dec = ConvDecoder(width=16, num_upsamples=3)
+  z = jnp.ones((2, 8))
+  variables = dec.init(jax.random.PRNGKey(0), z, (16, 24), train=False)
+  assert dec.apply(variables, z, (16, 24), train=False).shape == (2, 16, 24, 3)
+  with pytest.raises(ValueError, match="multiples of 8"):
+    dec.init(jax.random.PRNGKey(0), z, (20, 20), train=False)
+  with pytest.raises(ConfigError, match="crop_size=20 must be a multiple of 8"):
+    METHODS["denoising_ae"].validate_config(load_config("denoising_ae", **{"augment.crop_size": 20})[0])
+
+
+PRETEXT = ("rotnet", "jigsaw", "relative_patch", "exemplar", "denoising_ae")
+# With gaps, jitter and colour dropping, the tiny network's relative-patch loss barely moves
+# in 30 steps of 16 pairs (200 steps of 64: 2.20 -> 1.99); without them (5-pixel patches fill
+# their cells) and with bigger batches it learns within the 30 steps.
+OVERRIDES = {"relative_patch": {"batch_size": 64, "relative_patch.tile_size": 5, "relative_patch.colour_drop_prob": 0.0,
+                                "optimizer.base_learning_rate": 0.4}}
 
 
 @requires_cifar
@@ -48,8 +217,15 @@ def test_loss_decreases_over_30_tiny_steps_on_cifar10(name, tmp_path):
   from sslax.metrics import read_metrics
 
   config, _ = load_config(name, **{"data.train_split": "train[:1024]", "total_steps": 30, "warmup_steps": 0,
-                                   "log_every_steps": 1, "knn.at_end": False, "checkpoint.every_steps": 30})
+                                   "log_every_steps": 1, "knn.at_end": False, "checkpoint.every_steps": 30,
+                                   **OVERRIDES.get(name, {})})
   train.train_and_evaluate(config, str(tmp_path), mesh=parallel.make_mesh(jax.devices()[:2]))
   losses = [r["loss"] for r in read_metrics(str(tmp_path)) if "loss" in r]
   assert len(losses) == 30 and np.isfinite(losses).all()
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
+  if name == "denoising_ae":  # The method's preview: 8 rows of original, corrupted, reconstructed.
+    from PIL import Image
+
+    preview = np.asarray(Image.open(tmp_path / "preview.png"))
+    cell = 16 * 4 + 2  # crop_size x scale 4, plus padding.
+    assert preview.shape == (8 * cell + 2, 3 * cell + 2, 3)

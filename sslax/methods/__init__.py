@@ -23,6 +23,10 @@ _REGISTERED = (
     "sslax.methods.vicreg.VICReg",
     "sslax.methods.dino.DINO",
     "sslax.methods.rotnet.RotNet",
+    "sslax.methods.jigsaw.Jigsaw",
+    "sslax.methods.relative_patch.RelativePatch",
+    "sslax.methods.exemplar.Exemplar",
+    "sslax.methods.denoising_ae.DenoisingAutoencoder",
 )
 
 
