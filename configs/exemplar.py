@@ -16,7 +16,7 @@ Presets (`--config=configs/exemplar.py:PRESET`):
            Fewer seeds, as in the paper: --config.data.train_split='train[:8000]'
            --config.exemplar.num_exemplars=8000 --config.model.num_prototypes=8000 (the kNN
            monitor's memory is then those 8000 images).
-  tiny     A few steps of a tiny model on at most 1024 seeds, for tests.
+  tiny     A few steps of a tiny model on the first 1024 training images as seeds, for tests.
 """
 import ml_collections
 
@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config("exemplar", preset)
   if preset == "tiny":
     c.exemplar.num_exemplars = 1024
+    c.data.train_split = "train[:1024]"
   c.model.num_prototypes = c.exemplar.num_exemplars
   c.model.projector = mlp_head((preset_width(preset, 2048, cpu=512, tiny=32),), preset_width(preset, 128, cpu=128,
                                                                                              tiny=16))

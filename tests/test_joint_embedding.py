@@ -198,7 +198,9 @@ def test_every_preset_builds_and_config_mistakes_are_clear():
     for preset in module.PRESETS:
       config = module.get_config(preset)
       assert config.method == name
-      build_setup(config, 50000, mesh=parallel.make_mesh(jax.devices()[:8]))
+      # Exemplar presets are sized to their seed images (each one a class), the others to CIFAR-10.
+      num_train = config.exemplar.num_exemplars if name == "exemplar" else 50000
+      build_setup(config, num_train, mesh=parallel.make_mesh(jax.devices()[:8]))
   config, _ = load_config("moco_v2", **{"moco_v2.queue_size": 100})
   with pytest.raises(ValueError, match="multiple of the 32 keys enqueued per step"):
     build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]))
