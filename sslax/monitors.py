@@ -141,7 +141,7 @@ def write_method_preview(setup, state, images: np.ndarray, path: str) -> str | N
   from PIL import Image
 
   from sslax import augment
-  from sslax.augment.preview import view_grid
+  from sslax.augment.grid import view_grid
   from sslax.methods import Method
 
   method, config = setup.method, setup.config

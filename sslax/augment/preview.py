@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from sslax.augment.grid import view_grid  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/simclr.py:cpu.",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", "augmentations.png", "Output PNG path.")
@@ -24,32 +26,6 @@ _NUM_VIEWS = flags.DEFINE_integer("num_views", 4, "Augmented views per image (co
 _STEP = flags.DEFINE_integer("step", 0, "Training step whose keys are used.")
 _SCALE = flags.DEFINE_integer("scale", 4, "Nearest-neighbour upscaling of every cell, for small images.")
 flags.mark_flags_as_required(["config"])
-
-
-def view_grid(images: np.ndarray, views: list[np.ndarray], scale: int = 4, pad: int = 2) -> np.ndarray:
-  """Tiles originals and views into one uint8 image.
-
-  Args:
-    images: uint8 (N, H, W, 3) originals.
-    views: list of V float (N, S, S, 3) views in [0, 1].
-    scale: integer upscaling of every cell.
-    pad: white pixels between cells.
-
-  Returns:
-    uint8 (rows, cols, 3) grid, one row per image: original, then its V views.
-  """
-  cells = [[images[i].astype(np.float32) / 255.0] + [v[i] for v in views] for i in range(images.shape[0])]
-  size = max(max(c.shape[0], c.shape[1]) for row in cells for c in row) * scale
-  n_rows, n_cols = len(cells), len(cells[0])
-  grid = np.ones((n_rows * (size + pad) + pad, n_cols * (size + pad) + pad, 3), np.float32)
-  for r, row in enumerate(cells):
-    for c, cell in enumerate(row):
-      cell = np.repeat(np.repeat(np.clip(cell, 0, 1), scale, axis=0), scale, axis=1)
-      top, left = pad + r * (size + pad), pad + c * (size + pad)
-      # Smaller views (crop_size < image size) are centred in their cell.
-      dy, dx = (size - cell.shape[0]) // 2, (size - cell.shape[1]) // 2
-      grid[top + dy:top + dy + cell.shape[0], left + dx:left + dx + cell.shape[1]] = cell
-  return np.round(grid * 255).astype(np.uint8)
 
 
 def write_preview(config, out: str, num_images: int = 8, num_views: int = 4, step: int = 0,
