@@ -27,19 +27,10 @@ PRESETS = ("cpu", "cifar10", "tiny")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of a preset: `cpu`, `cifar10` or `tiny` (see the module docstring)."""
   from sslax.config_utils import parse_arg
-  from sslax.presets import base_config, conv_decoder, preset_width
+  from sslax.presets import base_config, conv_decoder, plain_pretext, preset_width
 
   preset, _ = parse_arg(arg, PRESETS, default="cpu")
   c = base_config("denoising_ae", preset)
   c.model.decoder = conv_decoder(preset_width(preset, 256, cpu=64, tiny=16))
-  c.augment.crop_size = 16 if preset != "cifar10" else 32
-  c.augment.crop_scale = (0.5, 1.0)
-  c.augment.color_jitter_prob = 0.0  # Reconstruction needs no photometric changes.
-  c.augment.grayscale_prob = 0.0
-  c.optimizer.name = "sgd"
-  c.optimizer.weight_decay = 5e-4
-  c.optimizer.base_learning_rate = 0.1
-  if preset == "cifar10":
-    c.batch_size = 256
-    c.total_epochs = 200.0
+  plain_pretext(c, preset, crop_size=16 if preset != "cifar10" else 32)
   return c.lock()

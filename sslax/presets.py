@@ -62,6 +62,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.stem = "cifar"
   c.model.width_multiplier = 1.0
   c.model.dtype = "float32"
+  c.model.input = "rgb"  # rgb | lightness (the L of Lab: colourisation) | split_brain (L and ab halves).
   c.model.projector = ml_collections.ConfigDict()
   c.model.projector.hidden_dims = (2048,)
   c.model.projector.output_dim = 128
@@ -194,9 +195,9 @@ def mlp_head(hidden_dims, output_dim: int, *, use_bn: bool = True, last_bn: bool
                                         last_bn=last_bn, activation=activation))
 
 
-def conv_decoder(width: int, num_upsamples: int = 3) -> ml_collections.ConfigDict:
-  """A decoder head config (see models.ConvDecoder)."""
-  return ml_collections.ConfigDict(dict(width=width, num_upsamples=num_upsamples))
+def conv_decoder(width: int, num_upsamples: int = 3, out_channels=3) -> ml_collections.ConfigDict:
+  """A decoder head config (see models.ConvDecoder; a tuple of out_channels: models.SplitDecoder)."""
+  return ml_collections.ConfigDict(dict(width=width, num_upsamples=num_upsamples, out_channels=out_channels))
 
 
 def preset_width(preset: str, cifar10: int, cpu: int = 512, tiny: int = 32) -> int:
@@ -250,3 +251,38 @@ def tile_pretext(c: ml_collections.ConfigDict, preset: str, num_classes: int) ->
   if preset == "cifar10":
     c.batch_size = 256
     c.total_epochs = 100.0
+
+
+def channel_prediction(c: ml_collections.ConfigDict, preset: str, input_kind: str, out_channels) -> None:
+  """Shared sizes of the cross-channel (Lab) prediction tasks: colourisation and split-brain.
+
+  The backbone sees `input_kind` ('lightness' or 'split_brain'); a convolutional decoder
+  (Dense to a coarse grid, three 2x up-convolutions) gives `out_channels` logits per pixel;
+  crops of 32 (cifar10) or 16 (cpu, tiny: a multiple of the decoder's 8x) pixels with flips
+  and no colour changes (the colours are the targets); SGD, lr 0.1 x batch/256, weight decay
+  5e-4, as the denoising autoencoder.
+  """
+  c.model.input = input_kind
+  c.model.decoder = conv_decoder(preset_width(preset, 256, cpu=64, tiny=16), out_channels=out_channels)
+  plain_pretext(c, preset, crop_size=32 if preset == "cifar10" else 16)
+
+
+def plain_pretext(c: ml_collections.ConfigDict, preset: str, crop_size: int) -> None:
+  """Views and optimizer of the pretext tasks without photometric augmentation (denoising
+  autoencoder, colourisation, split-brain, counting, context encoder).
+
+  Crops of `crop_size` covering 50-100% of the image, flips, no colour jitter or grayscale
+  (the colours are the targets, or must stay consistent between the inputs); SGD with
+  momentum, lr 0.1 x batch/256 with a cosine decay, weight decay 5e-4; cifar10: batch 256,
+  200 epochs.
+  """
+  c.augment.crop_size = crop_size
+  c.augment.crop_scale = (0.5, 1.0)
+  c.augment.color_jitter_prob = 0.0
+  c.augment.grayscale_prob = 0.0
+  c.optimizer.name = "sgd"
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.base_learning_rate = 0.1
+  if preset == "cifar10":
+    c.batch_size = 256
+    c.total_epochs = 200.0

@@ -22,7 +22,7 @@ from sslax import augment, monitors, parallel
 from sslax.config_utils import resolve_steps, validate
 from sslax.data.preprocessing import preprocess
 from sslax.methods import METHODS, Method, get_method
-from sslax.models import BACKBONES, build_model
+from sslax.models import BACKBONES, INPUTS, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
 from sslax.state import TrainState
 
@@ -31,6 +31,7 @@ CONFIG_CHOICES = {
     "model.backbone": BACKBONES,
     "model.stem": ("cifar", "imagenet"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.input": INPUTS,
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
     "data.source": ("tfds", "folder", "synthetic"),
@@ -92,6 +93,7 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
   method = get_method(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                       num_examples=num_train_examples if index_bound is None else index_bound)
   model = build_model(config.model, heads=method.heads, bn_axis_name=parallel.DATA_AXIS,
+                      normalization=(config.data.mean, config.data.std),
                       classifier_group=method.classifier_group)
   return Setup(config=config, mesh=mesh, model=model, method=method, tx=tx, schedule=schedule,
                total_steps=total_steps, warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch,
@@ -267,13 +269,14 @@ def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) 
     batches: global batches ('image', 'index') of one epoch; read only if the hook calls it.
 
   Returns:
-    `forward_pass(fn)`: runs `fn(model, params, batch_stats, method_state, views, *, index,
-    axis_name) -> method_state` under shard_map on every batch (views of augmentation step
-    2**30 + i, which training never reaches) and returns `state` with the final method_state.
+    `forward_pass(fn, max_batches=None)`: runs `fn(model, params, batch_stats, method_state,
+    views, *, index, axis_name) -> method_state` under shard_map on every batch (or the first
+    `max_batches`; views of augmentation step 2**30 + i, which training never reaches) and
+    returns `state` with the final method_state.
   """
   method = setup.method
 
-  def forward_pass(fn: Callable) -> TrainState:
+  def forward_pass(fn: Callable, max_batches: int | None = None) -> TrainState:
     def local(state, batch):
       step = jnp.int32(_FORWARD_PASS_STEP) + batch["pass_step"][0]
       views = augmented_views(setup, step, batch["image"])[:method.num_views]
@@ -284,6 +287,8 @@ def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) 
     run = jax.jit(_shard(setup, local), donate_argnums=(0,))
     new_state = state
     for i, batch in enumerate(batches):
+      if max_batches is not None and i >= max_batches:
+        break
       n = batch["image"].shape[0] // jax.process_count()
       pass_step = parallel.to_global_batch({"pass_step": np.full((n,), i, np.int32)}, setup.mesh)
       new_state = run(new_state, dict(batch, **pass_step))

@@ -200,12 +200,17 @@ def test_decoder_output_size_and_a_clear_error_for_bad_sizes():
     METHODS["denoising_ae"].validate_config(load_config("denoising_ae", **{"augment.crop_size": 20})[0])
 
 
-PRETEXT = ("rotnet", "jigsaw", "relative_patch", "exemplar", "denoising_ae")
+PRETEXT = ("rotnet", "jigsaw", "relative_patch", "exemplar", "denoising_ae", "colorization", "split_brain", "counting",
+           "context_encoder")
 # With gaps, jitter and colour dropping, the tiny network's relative-patch loss barely moves
 # in 30 steps of 16 pairs (200 steps of 64: 2.20 -> 1.99); without them (5-pixel patches fill
 # their cells) and with bigger batches it learns within the 30 steps.
+# Colourisation's rebalanced loss on 16-image batches swings with the rare colours a batch
+# holds (a rare bin's weight is up to 2Q / normaliser), so the test follows the plain
+# soft-target cross-entropy (rebalance_mix=1); the weights are tested in test_pretext_dense.py.
 OVERRIDES = {"relative_patch": {"batch_size": 64, "relative_patch.tile_size": 5, "relative_patch.colour_drop_prob": 0.0,
-                                "optimizer.base_learning_rate": 0.4}}
+                                "optimizer.base_learning_rate": 0.4},
+             "colorization": {"colorization.rebalance_mix": 1.0}}
 
 
 @requires_cifar
@@ -223,9 +228,14 @@ def test_loss_decreases_over_30_tiny_steps_on_cifar10(name, tmp_path):
   losses = [r["loss"] for r in read_metrics(str(tmp_path)) if "loss" in r]
   assert len(losses) == 30 and np.isfinite(losses).all()
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
-  if name == "denoising_ae":  # The method's preview: 8 rows of original, corrupted, reconstructed.
+  if name in PREVIEW_COLUMNS:  # The method's preview: 8 rows of the original and the method's columns.
     from PIL import Image
 
     preview = np.asarray(Image.open(tmp_path / "preview.png"))
     cell = 16 * 4 + 2  # crop_size x scale 4, plus padding.
-    assert preview.shape == (8 * cell + 2, 3 * cell + 2, 3)
+    assert preview.shape == (8 * cell + 2, (1 + PREVIEW_COLUMNS[name]) * cell + 2, 3)
+
+
+# Preview columns after the original: corrupted + reconstructed; L + colourised; L + colourised
+# + lightness from ab; masked + inpainted.
+PREVIEW_COLUMNS = {"denoising_ae": 2, "colorization": 2, "split_brain": 3, "context_encoder": 2}

@@ -99,7 +99,8 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
   steps = max(cfg.min_steps, int(round(cfg.epochs * len(train_images) / batch)))
   tx, _ = build_optimizer(cfg.optimizer, batch_size=batch, total_steps=steps,
                           warmup_steps=int(cfg.warmup_fraction * steps))
-  model = Classifier(build_backbone(backbone.config.model, bn_axis_name=parallel.DATA_AXIS), num_classes)
+  model = Classifier(build_backbone(backbone.config.model, bn_axis_name=parallel.DATA_AXIS,
+                                    normalization=(backbone.config.data.mean, backbone.config.data.std)), num_classes)
   eval_model = Classifier(backbone.module, num_classes)
   aug_cfg = _augment_config(cfg)
 

@@ -132,13 +132,14 @@ def load_pretrained(workdir: str, step: int | None = None) -> Backbone:
   finally:
     checkpointer.close()
   variables = jax.device_get(_backbone_variables(state))
-  return Backbone(config=config, module=build_backbone(config.model), variables=variables,
-                  step=int(state["step"]), source=os.path.abspath(workdir))
+  module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
+  return Backbone(config=config, module=module, variables=variables, step=int(state["step"]),
+                  source=os.path.abspath(workdir))
 
 
 def random_backbone(config: ml_collections.ConfigDict, seed: int = 0) -> Backbone:
   """The same backbone, randomly initialised (the baseline every report shows)."""
-  module = build_backbone(config.model)
+  module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
   size = config.augment.crop_size
   variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((2, size, size, 3)), train=False)
   return Backbone(config=config, module=module, variables=jax.device_get(dict(variables)), step=0,

@@ -27,6 +27,10 @@ _REGISTERED = (
     "sslax.methods.relative_patch.RelativePatch",
     "sslax.methods.exemplar.Exemplar",
     "sslax.methods.denoising_ae.DenoisingAutoencoder",
+    "sslax.methods.colorization.Colorization",
+    "sslax.methods.split_brain.SplitBrain",
+    "sslax.methods.counting.Counting",
+    "sslax.methods.context_encoder.ContextEncoder",
 )
 
 

@@ -63,9 +63,10 @@ class LossOutput:
   metrics: dict = flax.struct.field(default_factory=dict)
 
 
-# forward_pass(fn) runs fn(model, params, batch_stats, method_state, views, *, index, axis_name)
-# -> method_state on every batch of one epoch of augmented training data (sharded over the
-# mesh, no gradient) and returns the TrainState with the final method_state.
+# forward_pass(fn, max_batches=None) runs fn(model, params, batch_stats, method_state, views, *,
+# index, axis_name) -> method_state on every batch of one epoch of augmented training data (or
+# its first max_batches; sharded over the mesh, no gradient) and returns the TrainState with the
+# final method_state.
 ForwardPass = Callable[[Callable[..., Any]], Any]
 
 

@@ -6,25 +6,53 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sslax.models.heads import ConvDecoder, MLPHead, Prototypes
+from sslax.models.heads import ConvDecoder, MLPHead, Prototypes, SplitDecoder
+from sslax.models.inputs import LightnessInput, SplitBrainBackbone
 from sslax.models.resnet import RESNET_DEPTHS, BasicBlock, BottleneckBlock, ResNet
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 VITS = ("vit_test", "vit_tiny", "vit_small", "vit_base")
 BACKBONES = RESNETS + VITS
+# What the backbone sees of the (normalised RGB) images: all of them, the L channel of CIE
+# Lab (colourisation), or L and ab through two half networks (split-brain autoencoder).
+INPUTS = ("rgb", "lightness", "split_brain")
 
 
-def build_backbone(model_cfg, bn_axis_name: str | None = None) -> nn.Module:
-  """Builds the backbone named by `model_cfg.backbone`.
+def build_backbone(model_cfg, bn_axis_name: str | None = None, normalization=None) -> nn.Module:
+  """Builds the backbone named by `model_cfg.backbone`, on the channels `model_cfg.input` names.
 
   Args:
     model_cfg: config with `backbone`, `width_multiplier`, `stem` (ResNets), `patch_size`
-      (ViTs) and optional `dtype`.
+      (ViTs), optional `dtype` and optional `input` (one of INPUTS, default 'rgb').
     bn_axis_name: mesh axis for global BatchNorm statistics.
+    normalization: (mean, std) of the images (config.data), needed to convert them to Lab
+      when `input` is not 'rgb'.
 
   Returns:
-    A Flax module mapping (B, H, W, 3) images to (B, D) features.
+    A Flax module mapping (B, H, W, 3) normalised RGB images to (B, D) features.
   """
+  kind = model_cfg.get("input", "rgb")
+  if kind == "rgb":
+    return _plain_backbone(model_cfg, bn_axis_name)
+  if kind not in INPUTS:
+    raise ValueError(f"Unknown model input {kind!r} (config.model.input); valid choices: {', '.join(INPUTS)}.")
+  if normalization is None:
+    raise ValueError(f"config.model.input={kind!r} converts the images to Lab: pass normalization=(mean, std).")
+  mean, std = (tuple(float(v) for v in t) for t in normalization)
+  if kind == "lightness":
+    return LightnessInput(_plain_backbone(model_cfg, bn_axis_name), mean=mean, std=std)
+  # Split-brain: each half network has half the channels of the configured ResNet (the paper
+  # splits AlexNet's channels in two), so the concatenated features have the usual width.
+  # ViTs keep their size (their width is not a multiplier).
+  half = model_cfg
+  if model_cfg.backbone in RESNETS:
+    half = model_cfg.copy_and_resolve_references()
+    with half.unlocked():
+      half.width_multiplier = model_cfg.width_multiplier / 2
+  return SplitBrainBackbone(_plain_backbone(half, bn_axis_name), _plain_backbone(half, bn_axis_name), mean=mean, std=std)
+
+
+def _plain_backbone(model_cfg, bn_axis_name):
   name = model_cfg.backbone
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}.")
@@ -106,7 +134,7 @@ def _mlp(head_cfg, bn_axis_name):
 
 
 def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: str | None = None,
-                classifier_group: int = 1) -> SSLModel:
+                classifier_group: int = 1, normalization=None) -> SSLModel:
   """Backbone and the heads a method declares (sslax.methods.base.Method.heads).
 
   Args:
@@ -118,20 +146,28 @@ def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: 
       method validates that the config has what it declares.
     bn_axis_name: mesh axis for global BatchNorm statistics.
     classifier_group: inputs whose projections one classifier row concatenates.
+    normalization: (mean, std) of the images, for backbones on Lab channels (build_backbone).
 
   Returns:
     SSLModel.
   """
   return SSLModel(
-      backbone=build_backbone(model_cfg, bn_axis_name),
+      backbone=build_backbone(model_cfg, bn_axis_name, normalization),
       projector=_mlp(model_cfg.projector, bn_axis_name) if "projector" in heads else None,
       predictor=_mlp(model_cfg.predictor, bn_axis_name) if "predictor" in heads else None,
       prototypes=Prototypes(model_cfg.num_prototypes) if "prototypes" in heads else None,
       classifier=_mlp(model_cfg.classifier, bn_axis_name) if "classifier" in heads else None,
       classifier_group=classifier_group,
-      decoder=(ConvDecoder(width=model_cfg.decoder.width, num_upsamples=model_cfg.decoder.num_upsamples,
-                           bn_axis_name=bn_axis_name) if "decoder" in heads else None),
+      decoder=_decoder(model_cfg.decoder, bn_axis_name) if "decoder" in heads else None,
   )
 
-__all__ = ["BACKBONES", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead", "Prototypes", "ResNet",
-           "SSLModel", "build_backbone", "build_model"]
+
+def _decoder(cfg, bn_axis_name):
+  out = cfg.get("out_channels", 3)
+  if isinstance(out, (tuple, list)):  # One decoder per equal slice of the features (split-brain).
+    return SplitDecoder(width=cfg.width, num_upsamples=cfg.num_upsamples, out_channels=tuple(out),
+                        bn_axis_name=bn_axis_name)
+  return ConvDecoder(width=cfg.width, num_upsamples=cfg.num_upsamples, out_channels=out, bn_axis_name=bn_axis_name)
+
+__all__ = ["BACKBONES", "INPUTS", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead",
+           "Prototypes", "ResNet", "SSLModel", "SplitDecoder", "build_backbone", "build_model"]

@@ -136,3 +136,28 @@ class ConvDecoder(nn.Module):
       x = nn.ConvTranspose(channels, (3, 3), strides=(2, 2), padding="SAME", use_bias=False, name=f"up{i + 1}")(x)
       x = bn_relu(x, f"up{i + 1}_bn")
     return nn.Conv(self.out_channels, (3, 3), padding="SAME", name="out")(x).astype(jnp.float32)
+
+
+class SplitDecoder(nn.Module):
+  """One ConvDecoder per equal slice of the features, outputs stacked along channels.
+
+  The split-brain autoencoder's cross-channel predictors: the first half of the features
+  (the L network's) decodes to the ab logits, the second (the ab network's) to the L
+  logits, so neither half sees the channels it predicts.
+
+  Attributes:
+    width, num_upsamples, bn_axis_name: as ConvDecoder, for every slice.
+    out_channels: channels decoded from each slice, in order.
+  """
+
+  width: int = 256
+  num_upsamples: int = 3
+  out_channels: Sequence[int] = (3, 3)
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, z, size: tuple[int, int], train: bool = True):
+    """(B, D) features, D divisible by len(out_channels) -> (B, H, W, sum(out_channels))."""
+    slices = jnp.split(z, len(self.out_channels), axis=-1)
+    return jnp.concatenate([ConvDecoder(self.width, self.num_upsamples, c, self.bn_axis_name, name=f"decoder{i + 1}")(
+        s, size, train=train) for i, (s, c) in enumerate(zip(slices, self.out_channels))], axis=-1)

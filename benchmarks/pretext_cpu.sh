@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# 20-minute CPU-preset runs of the pretext methods (issue 14), each followed by the
+# frozen-feature linear probe. Usage, from the repository root:
+#   TFDS_DATA_DIR=../shared/tensorflow_datasets bash benchmarks/pretext_cpu.sh rotnet jigsaw ...
+# Writes workdirs/<method>_cpu (training; its final kNN is in the log), workdirs/<method>_cpu_eval
+# (results.md of the linear probe) and workdirs/logs/<method>_{train,eval}.log, whose
+# /usr/bin/time -v block holds the peak RSS ("Maximum resident set size").
+set -euo pipefail
+minutes="${MINUTES:-20}"
+mkdir -p workdirs/logs
+for method in "$@"; do
+  workdir="workdirs/${method}_cpu"
+  /usr/bin/time -v python -m sslax.main --config="configs/${method}.py:cpu" \
+      --workdir="${workdir}" --config.max_train_minutes="${minutes}" \
+      > "workdirs/logs/${method}_train.log" 2>&1
+  /usr/bin/time -v python -m sslax.main --config=configs/eval.py:linear \
+      --config.pretrained_workdir="${workdir}" --workdir="${workdir}_eval" \
+      --config.baselines=False > "workdirs/logs/${method}_eval.log" 2>&1
+done
