@@ -8,6 +8,7 @@ from sslax import parallel
 from sslax.augment import color
 from sslax.config_utils import ConfigError, Field
 from sslax.methods.base import LossOutput, Method
+from sslax.methods.common import check_decoder_fits_crop
 
 
 def lab_of_views(images: jax.Array, config) -> jax.Array:
@@ -50,10 +51,7 @@ def check_dense_decoder(config, name: str, out_channels) -> None:
   if got != out_channels:
     raise ConfigError(f"{name} predicts {out_channels} logits per pixel: set config.model.decoder.out_channels="
                       f"{out_channels} (got {got}).")
-  factor = 2 ** decoder.num_upsamples
-  if config.augment.crop_size % factor:
-    raise ConfigError(f"config.augment.crop_size={config.augment.crop_size} must be a multiple of {factor}: the "
-                      f"decoder upsamples {decoder.num_upsamples} times (config.model.decoder.num_upsamples).")
+  check_decoder_fits_crop(config)
 
 
 class Colorization(Method):

@@ -75,6 +75,14 @@ def method_keys(config, step: jax.Array, n_local: int, axis_name: str | None, st
   return jax.vmap(lambda k: jax.random.fold_in(k, stream))(keys)
 
 
+def check_decoder_fits_crop(config) -> None:
+  """The decoder's 2^num_upsamples upsampling must divide the crop size (a clear ConfigError)."""
+  upsamples = config.model.decoder.num_upsamples
+  if config.augment.crop_size % 2**upsamples:
+    raise ConfigError(f"config.augment.crop_size={config.augment.crop_size} must be a multiple of {2**upsamples}: the "
+                      f"decoder upsamples {upsamples} times (config.model.decoder.num_upsamples).")
+
+
 def target_subset(params: dict) -> dict:
   """The parameter groups a momentum target copies (backbone, projector, prototypes)."""
   return {k: v for k, v in params.items() if k in TARGET_MODULES}

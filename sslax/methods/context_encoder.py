@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import optax
 
 from sslax import parallel
-from sslax.config_utils import ConfigError, Field
+from sslax.config_utils import Field
 from sslax.methods.base import LossOutput, Method
-from sslax.methods.common import method_keys
+from sslax.methods.common import check_decoder_fits_crop, method_keys
 
 MASKS = ("central", "random_block", "random_region")
 NUM_BLOCKS = 4  # random_block: squares of 1/4 of the masked area each (they may overlap).
@@ -114,10 +114,7 @@ class ContextEncoder(Method):
   @classmethod
   def validate_config(cls, config) -> None:
     super().validate_config(config)
-    factor = 2 ** config.model.decoder.num_upsamples
-    if config.augment.crop_size % factor:
-      raise ConfigError(f"config.augment.crop_size={config.augment.crop_size} must be a multiple of {factor}: the "
-                        f"decoder upsamples {config.model.decoder.num_upsamples} times (config.model.decoder.num_upsamples).")
+    check_decoder_fits_crop(config)
 
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)

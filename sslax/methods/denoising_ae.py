@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from sslax import parallel
 from sslax.config_utils import ConfigError, Field
 from sslax.methods.base import LossOutput, Method
-from sslax.methods.common import method_keys
+from sslax.methods.common import check_decoder_fits_crop, method_keys
 
 
 def corrupt(images: jax.Array, keys: jax.Array, noise: str, level: float) -> jax.Array:
@@ -59,10 +59,7 @@ class DenoisingAutoencoder(Method):
     if config.denoising_ae.noise == "masking" and config.denoising_ae.corruption > 1:
       raise ConfigError(f"config.denoising_ae.corruption={config.denoising_ae.corruption} is a masking fraction: "
                         "it must be in [0, 1].")
-    factor = 2 ** config.model.decoder.num_upsamples
-    if config.augment.crop_size % factor:
-      raise ConfigError(f"config.augment.crop_size={config.augment.crop_size} must be a multiple of {factor}: the "
-                        f"decoder upsamples {config.model.decoder.num_upsamples} times (config.model.decoder.num_upsamples).")
+    check_decoder_fits_crop(config)
 
   def _corrupt(self, images, keys):
     return corrupt(images, keys, self.settings.noise, self.settings.corruption).astype(images.dtype)
