@@ -4,7 +4,8 @@
 #   TFDS_DATA_DIR=../shared/tensorflow_datasets bash benchmarks/pretext_cpu.sh rotnet jigsaw ...
 # Writes workdirs/<method>_cpu (training; its final kNN is in the log), workdirs/<method>_cpu_eval
 # (results.md of the linear probe) and workdirs/logs/<method>_{train,eval}.log, whose
-# /usr/bin/time -v block holds the peak RSS ("Maximum resident set size").
+# /usr/bin/time -v block holds the peak RSS ("Maximum resident set size"). The probe always
+# uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar).
 set -euo pipefail
 minutes="${MINUTES:-20}"
 mkdir -p workdirs/logs
@@ -15,5 +16,5 @@ for method in "$@"; do
       > "workdirs/logs/${method}_train.log" 2>&1
   /usr/bin/time -v python -m sslax.main --config=configs/eval.py:linear \
       --config.pretrained_workdir="${workdir}" --workdir="${workdir}_eval" \
-      --config.baselines=False > "workdirs/logs/${method}_eval.log" 2>&1
+      --config.baselines=False --config.train_split=train > "workdirs/logs/${method}_eval.log" 2>&1
 done

@@ -2,9 +2,10 @@ r"""Context encoders (Pathak, Krahenbuhl, Donahue, Darrell & Efros 2016, "Contex
 Feature Learning by Inpainting", CVPR).
 
 Presets (`--config=configs/context_encoder.py:PRESET`):
-  cifar10  The paper's objective on CIFAR-10: the centre square of a quarter of the area
-           hidden (mean colour; `--config.context_encoder.mask=random_block` or
-           `random_region` for the other variants), an encoder-decoder reconstructing it
+  cifar10  The paper's objective on CIFAR-10: a random region of a quarter of the area
+           hidden (mean colour; blobs of random shape, the paper's choice for feature
+           learning, section 3.3; `--config.context_encoder.mask=central` or
+           `random_block` for the other variants), an encoder-decoder reconstructing it
            with the L2 loss (weight 0.999) and the adversarial loss of a jointly trained
            discriminator (weight 0.001; Adam lr 2e-4, beta1 0.5), the encoder-decoder with
            Adam lr 2e-4, beta1 0.5 (the paper's solver); 32x32 crops with flips, batch 256,
@@ -13,7 +14,7 @@ Presets (`--config=configs/context_encoder.py:PRESET`):
            up-convolutions) of the whole view, instead of the paper's AlexNet encoder,
            channel-wise fully connected layer and 64x64 centre output on 128x128 images:
              python -m sslax.main --config=configs/context_encoder.py:cifar10 --workdir=workdirs/context_encoder_cifar10
-  cpu      (default) ResNet-18 x0.25, batch 128, 16x16 crops (an 8x8 hole), SGD lr 0.1 x
+  cpu      (default) ResNet-18 x0.25, batch 128, 16x16 crops (64 hidden pixels), SGD lr 0.1 x
            batch/256 (as the denoising autoencoder's cpu preset), a 32-wide discriminator,
            11 epochs:
              python -m sslax.main --config=configs/context_encoder.py:cpu --workdir=workdirs/context_encoder_cpu

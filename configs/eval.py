@@ -11,6 +11,7 @@ backbone; raw pixels for kNN/linear; training from scratch for fine-tuning):
   finetune  fine-tune backbone + new head on class-balanced 1% and 10% label subsets:
               python -m sslax.main --config=configs/eval.py:finetune \
                   --config.pretrained_workdir=workdirs/simclr_cpu --workdir=workdirs/simclr_cpu_eval
+  frozen    kNN and linear probe on one extraction of the frozen features.
   all       (default) the three above.
 
 Outputs in --workdir: results.json, results.md (one row per encoder and protocol; rows are
@@ -20,7 +21,7 @@ subsets as JSON index files, training_curves.png, tsne.png and retrieval.png.
 import ml_collections
 from ml_collections import config_dict
 
-PRESETS = ("all", "knn", "linear", "finetune")
+PRESETS = ("all", "knn", "linear", "finetune", "frozen")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,9 +35,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.pretrained_workdir = ""  # Required: the --workdir of a pretraining run (or an exported backbone).
   c.step = config_dict.placeholder(int)  # Checkpoint step (None: latest).
   c.data_dir = config_dict.placeholder(str)  # Overrides the pretraining config's data.data_dir.
+  # Overrides the pretraining config's data.train_split (the labelled training set of every
+  # protocol), e.g. the full split after pretraining on a subset (Exemplar-CNN's cpu preset).
+  c.train_split = config_dict.placeholder(str)
   c.seed = 0
   c.baselines = True
   c.image_size = config_dict.placeholder(int)  # Evaluation resolution (None: stored size).
+  # Frozen features (kNN, linear): 'image', 'grid' (the mean over the 3x3 grid tiles) or 'auto'
+  # (the grid for backbones trained on tiles: jigsaw, relative patch location).
+  c.representation = "auto"
   c.feature_batch_size = 500
   c.max_train_examples = config_dict.placeholder(int)  # None: the whole training split.
   c.max_test_examples = config_dict.placeholder(int)

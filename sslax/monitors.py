@@ -12,7 +12,7 @@ from absl import logging
 
 from sslax.data import ImageDataset
 from sslax.data.preprocessing import preprocess
-from sslax.evaluate.features import extract_features, make_feature_fn
+from sslax.evaluate.features import extract_features, grid_tile_size, make_feature_fn
 from sslax.losses import l2_normalize
 from sslax.parallel import global_sum
 
@@ -105,8 +105,9 @@ class KNNMonitor:
     self.train_images, self.train_labels = limit(train_data, knn_cfg.max_train_examples)
     self.test_images, self.test_labels = limit(test_data, knn_cfg.max_test_examples)
     self.num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1)
+    size = knn_cfg.image_size or self.train_images.shape[1]
     self.feature_fn = make_feature_fn(model, config.data, mesh=mesh, dtype=config.model.dtype,
-                                      image_size=knn_cfg.image_size)
+                                      image_size=knn_cfg.image_size, tile_size=grid_tile_size(config, size))
 
   def __call__(self, state) -> dict[str, float]:
     """{'knn_top1', 'knn_time_s'} of the TrainState's online backbone."""

@@ -189,10 +189,10 @@ def redundancy_reduction_sizes(c: ml_collections.ConfigDict, preset: str) -> Non
 
 
 def mlp_head(hidden_dims, output_dim: int, *, use_bn: bool = True, last_bn: bool = False,
-             activation: str = "relu") -> ml_collections.ConfigDict:
+             activation: str = "relu", output_init_scale: float = 1.0) -> ml_collections.ConfigDict:
   """A projector/predictor head config (see models.MLPHead)."""
   return ml_collections.ConfigDict(dict(hidden_dims=tuple(hidden_dims), output_dim=output_dim, use_bn=use_bn,
-                                        last_bn=last_bn, activation=activation))
+                                        last_bn=last_bn, activation=activation, output_init_scale=output_init_scale))
 
 
 def conv_decoder(width: int, num_upsamples: int = 3, out_channels=3) -> ml_collections.ConfigDict:

@@ -173,6 +173,43 @@ def test_tile_tasks_check_their_config():
     METHODS["jigsaw"].validate_config(load_config("jigsaw", **{"jigsaw.num_permutations": 5000})[0])
 
 
+def test_tile_methods_are_evaluated_on_the_mean_of_grid_tiles_of_their_training_scale():
+  from sslax.evaluate.features import grid_average, grid_tile_size
+
+  jigsaw, _ = load_config("jigsaw", "cpu")  # 9-pixel tiles of 32-pixel views.
+  assert grid_tile_size(jigsaw, 32) == 9
+  assert grid_tile_size(jigsaw, 64) == 18
+  assert grid_tile_size(jigsaw, 96) == 27
+  assert grid_tile_size(jigsaw, 32, "image") == 0
+  simclr, _ = load_config("simclr", "cpu")
+  assert grid_tile_size(simclr, 32) == 0
+  assert grid_tile_size(simclr, 32, "grid") == 10  # whole cells
+  with pytest.raises(ValueError, match="representation"):
+    grid_tile_size(simclr, 32, "patches")
+  # Per-tile features (here: each tile's pixel mean per channel, and its top-left pixel)
+  # averaged over the 9 tiles equal a direct numpy computation on the centre squares.
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  feats = grid_average(lambda t: jnp.concatenate([t.mean(axis=(1, 2)), t[:, 0, 0]], -1), jnp.asarray(x), 9)
+  cells = [(r * 10, c * 10) for r in range(3) for c in range(3)]  # 10-pixel cells, offset (10 - 9) // 2 = 0
+  want = np.mean([np.concatenate([x[:, r:r + 9, c:c + 9].mean(axis=(1, 2)), x[:, r, c]], -1) for r, c in cells], 0)
+  np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+  assert grid_average(lambda t: t.mean(axis=(1, 2)), jnp.asarray(x), 0).shape == (2, 3)
+
+
+def test_a_tile_backbone_represents_an_image_by_the_mean_over_its_grid_tiles():
+  from sslax.evaluate.pretrained import random_backbone
+
+  config, _ = load_config("relative_patch")  # tiny: 4-pixel tiles of 16-pixel views
+  backbone = random_backbone(config)
+  images = np.random.default_rng(1).integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
+  grid = backbone.features(images, batch_size=6)
+  tiles = [backbone.features(np.ascontiguousarray(images[:, r:r + 4, c:c + 4]), batch_size=6, representation="image")
+           for r in (0, 5, 10) for c in (0, 5, 10)]  # cells of 16 // 3 = 5 pixels
+  np.testing.assert_allclose(grid, np.mean(tiles, axis=0), rtol=1e-4, atol=1e-5)
+  whole = backbone.features(images, batch_size=6, representation="image")
+  assert not np.allclose(grid, whole, atol=1e-3)
+
+
 def test_masking_noise_masks_the_stated_fraction_of_whole_pixels():
   from sslax.methods.denoising_ae import corrupt
 

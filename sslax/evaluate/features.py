@@ -4,14 +4,71 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sslax import parallel
 from sslax.data.preprocessing import preprocess
 
 
+REPRESENTATIONS = ("auto", "image", "grid")
+
+
+def grid_tile_size(config, image_size: int, representation: str = "auto") -> int:
+  """Side of the 3x3 grid tiles that represent an `image_size` image; 0: the whole image.
+
+  'image' is the whole image; 'grid' the average over the centre squares of the 3x3 grid
+  cells; 'auto' is 'grid' for methods whose backbone is trained on tiles
+  (Method.representation_tile_size > 0) and 'image' for the others. A grid tile has the
+  training tile's size relative to the view (tile_size / crop_size of image_size, at most a
+  cell), so a 32x32 image of a method trained on 9-pixel tiles of 32-pixel views is seen as
+  9 tiles of 9 pixels; 'grid' for other methods uses whole cells.
+
+  Args:
+    config: the pretraining config (method, augment.crop_size, the method's section).
+    image_size: side of the evaluated images.
+    representation: one of REPRESENTATIONS.
+
+  Returns:
+    The tile side in pixels, or 0.
+  """
+  from sslax.config_utils import check_choice
+  from sslax.methods import method_class
+
+  check_choice(representation, REPRESENTATIONS, "representation")
+  trained = method_class(config.method).representation_tile_size(config)
+  if representation == "image" or (representation == "auto" and not trained):
+    return 0
+  cell = image_size // 3
+  if not trained:
+    return cell
+  return max(1, min(cell, round(trained * image_size / config.augment.crop_size)))
+
+
+def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_size: int) -> jax.Array:
+  """`apply_fn(x)`, or with tile_size > 0 the mean of `apply_fn` over x's 3x3 grid tiles.
+
+  Args:
+    apply_fn: (B', t, t, C) -> (B', D) features.
+    x: (B, S, S, C) preprocessed images.
+    tile_size: side of the centre square taken from each of the 3x3 cells of S // 3 pixels
+      (no jitter, no gap beyond the cells' own); 0 applies apply_fn to x itself.
+
+  Returns:
+    (B, D) features.
+  """
+  if not tile_size:
+    return apply_fn(x)
+  b, cell = x.shape[0], x.shape[1] // 3
+  lo = (cell - tile_size) // 2
+  tiles = [x[:, r * cell + lo:r * cell + lo + tile_size, c * cell + lo:c * cell + lo + tile_size]
+           for r in range(3) for c in range(3)]
+  feats = apply_fn(jnp.concatenate(tiles))  # (9B, D), tile-major
+  return feats.reshape(9, b, -1).mean(axis=0)
+
+
 def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "float32",
-                    image_size: int | None = None, output: str = "features") -> Callable:
+                    image_size: int | None = None, output: str = "features", tile_size: int = 0) -> Callable:
   """Jitted `fn(variables, uint8_images) -> (B, D)` of an SSLModel in evaluation mode.
 
   Args:
@@ -21,11 +78,12 @@ def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "f
     dtype: the model's compute dtype.
     image_size: resize the images to this size first; None keeps them.
     output: the key of the model's output dict.
+    tile_size: > 0 averages the features of the 3x3 grid tiles of this size (grid_average).
   """
 
   def features(variables: dict, images: jax.Array) -> jax.Array:
     x = preprocess(images, data_cfg.mean, data_cfg.std, image_size=image_size, dtype=dtype)
-    return model.apply(variables, x, train=False)[output]
+    return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size)
 
   return jax.jit(features, out_shardings=parallel.batch_sharding(mesh))
 

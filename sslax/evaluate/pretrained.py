@@ -22,7 +22,7 @@ import numpy as np
 
 from sslax import parallel
 from sslax.data.preprocessing import preprocess
-from sslax.evaluate.features import extract_features
+from sslax.evaluate.features import extract_features, grid_average, grid_tile_size
 from sslax.models import build_backbone
 
 BACKBONE_CONFIG = "backbone_config.json"
@@ -60,7 +60,7 @@ class Backbone:
     return self.module.apply(variables, self.preprocess(images, image_size), train=train, mutable=mutable)
 
   def features(self, images: np.ndarray, batch_size: int = 500, image_size: int | None = None,
-               mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+               mesh: jax.sharding.Mesh | None = None, representation: str = "auto") -> np.ndarray:
     """Evaluation-mode features of every image, batches sharded over the mesh's devices.
 
     Args:
@@ -68,12 +68,16 @@ class Backbone:
       batch_size: global batch size.
       image_size: resize to this size first (None: as stored).
       mesh: device mesh (default: all devices).
+      representation: 'image', 'grid' (the mean over 3x3 grid tiles) or 'auto' (the grid
+        for backbones trained on tiles); see sslax.evaluate.features.grid_tile_size.
 
     Returns:
       float32 (N, D).
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
-    fn = jax.jit(lambda v, x: self.apply(v, x, image_size=image_size),
+    tile = grid_tile_size(self.config, image_size or images.shape[1], representation)
+    fn = jax.jit(lambda v, x: grid_average(lambda t: self.module.apply(v, t, train=False),
+                                           self.preprocess(x, image_size), tile),
                  out_shardings=parallel.batch_sharding(mesh))
     variables = parallel.replicate(self.variables, mesh)
     return extract_features(fn, variables, images, batch_size, mesh)

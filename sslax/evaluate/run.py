@@ -21,13 +21,14 @@ from absl import logging
 
 from sslax.data import load_dataset
 from sslax.evaluate import plots
+from sslax.evaluate.features import grid_tile_size
 from sslax.evaluate.finetune import finetune
 from sslax.evaluate.knn import knn_accuracy
 from sslax.evaluate.linear import linear_probe
 from sslax.evaluate.pretrained import Backbone, load_pretrained, random_backbone
 from sslax.evaluate.subsets import load_or_create_subset
 
-PROTOCOLS = ("linear", "knn", "finetune", "all")
+PROTOCOLS = ("linear", "knn", "finetune", "frozen", "all")
 TABLE_HEADER = ("| method | backbone | pretraining | encoder | protocol | labels | top-1 | top-5 | wall time | hardware |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n")
 
@@ -67,6 +68,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with data_cfg.unlocked():
     if config.data_dir:
       data_cfg.data_dir = config.data_dir
+    if config.train_split:
+      data_cfg.train_split = config.train_split
   train = load_dataset(data_cfg, data_cfg.train_split)
   test = load_dataset(data_cfg, data_cfg.eval_split)
   num_classes = max(train.num_classes, int(train.labels.max()) + 1)
@@ -77,9 +80,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoders = {"pretrained": backbone}
   if config.baselines:
     encoders["random-init"] = random_backbone(backbone.config, seed=config.seed)
-  protocols = ("knn", "linear", "finetune") if config.protocol == "all" else (config.protocol,)
+  protocols = {"all": ("knn", "linear", "finetune"), "frozen": ("knn", "linear")}.get(config.protocol,
+                                                                                    (config.protocol,))
+  tile = grid_tile_size(backbone.config, config.image_size or train_x.shape[1], config.representation)
+  representation = f"mean of 3x3 tiles of {tile} px" if tile else "whole image"
   rows, results = [], {"pretrained_workdir": os.path.abspath(config.pretrained_workdir),
-                       "method": backbone.config.method, "backbone": _backbone_desc(backbone.config),
+                       "method": backbone.config.method, "representation": representation,
+                       "backbone": _backbone_desc(backbone.config) + (f", {representation}" if tile else ""),
                        "pretraining_step": backbone.step, "hardware": _hardware(), "results": []}
 
   def record(encoder: str, protocol: str, labels: str, top1: float, top5: float | None, seconds: float, **extra):
@@ -95,8 +102,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if {"knn", "linear"} & set(protocols):
     for name, enc in encoders.items():
       t0 = time.time()
-      features[name] = (enc.features(train_x, config.feature_batch_size, config.image_size),
-                        enc.features(test_x, config.feature_batch_size, config.image_size), time.time() - t0)
+      features[name] = tuple(enc.features(x, config.feature_batch_size, config.image_size,
+                                          representation=config.representation) for x in (train_x, test_x)
+                             ) + (time.time() - t0,)
     if config.baselines:
       features["raw-pixels"] = (train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0,
                                 test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0, 0.0)
@@ -185,8 +193,8 @@ def _plots(config, workdir, backbone, features, test_x, test_y, train_x):
   if "pretrained" in features:
     train_f, test_f, _ = features["pretrained"]
   else:
-    train_f = backbone.features(train_x, config.feature_batch_size, config.image_size)
-    test_f = backbone.features(test_x, config.feature_batch_size, config.image_size)
+    train_f, test_f = (backbone.features(x, config.feature_batch_size, config.image_size,
+                                         representation=config.representation) for x in (train_x, test_x))
   plots.tsne_plot(test_f, test_y, os.path.join(workdir, "tsne.png"), num_points=config.plot_points, seed=config.seed,
                   title=f"t-SNE of {len(test_f[:config.plot_points])} test features ({backbone.config.method})")
   plots.retrieval_grid(train_f, train_x, test_f, test_x, os.path.join(workdir, "retrieval.png"), seed=config.seed)

@@ -124,6 +124,19 @@ class Method:
         raise ConfigError(f"{cls.name} has no {head} head, but config.{field} is set; remove it "
                           f"(--config.{field}={0 if head == 'prototypes' else 'None'}).")
 
+  @classmethod
+  def representation_tile_size(cls, config: ml_collections.ConfigDict) -> int:
+    """Side of the tiles the backbone is trained on, at config.augment.crop_size; 0 when it
+    sees whole views.
+
+    Evaluation (kNN, linear probe) of a backbone trained on tiles represents an image by the
+    average of its pooled features over a 3x3 grid of tiles of the same relative size
+    (sslax.evaluate.features.grid_tile_size), as Kolesnikov et al. (2019) evaluate jigsaw
+    and relative patch location: the whole image would be a scale the network never saw.
+    """
+    del config
+    return 0
+
   # --------------------------------------------------------------------------- hooks
 
   def init_state(self, params: Any, rng: jax.Array) -> dict:

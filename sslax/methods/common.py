@@ -216,6 +216,10 @@ class TileClassificationMethod(Method):
     raise NotImplementedError
 
   @classmethod
+  def representation_tile_size(cls, config) -> int:
+    return config[cls.name].tile_size
+
+  @classmethod
   def validate_config(cls, config) -> None:
     super().validate_config(config)
     tile_size = config[cls.name].tile_size

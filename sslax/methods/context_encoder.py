@@ -103,7 +103,9 @@ class ContextEncoder(Method):
   heads = ("decoder",)
   num_views = 1
   config_fields = {
-      "mask": Field("central", "the hidden region", choices=MASKS),
+      # The paper's feature-learning experiments use random regions (section 3.3): features
+      # trained on a central hole latch onto its boundary and transfer worse to whole images.
+      "mask": Field("random_region", "the hidden region", choices=MASKS),
       "mask_fraction": Field(0.25, "area hidden (at most, for random_block)", gt=0, lt=1),
       "reconstruction_weight": Field(0.999, "weight of the L2 loss", ge=0),
       "adversarial_weight": Field(0.001, "weight of the adversarial loss", ge=0),

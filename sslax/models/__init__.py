@@ -130,7 +130,8 @@ class SSLModel(nn.Module):
 
 def _mlp(head_cfg, bn_axis_name):
   return MLPHead(hidden_dims=tuple(head_cfg.hidden_dims), output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
-                 last_bn=head_cfg.last_bn, bn_axis_name=bn_axis_name, activation=head_cfg.get("activation", "relu"))
+                 last_bn=head_cfg.last_bn, bn_axis_name=bn_axis_name, activation=head_cfg.get("activation", "relu"),
+                 output_init_scale=head_cfg.get("output_init_scale", 1.0))
 
 
 def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: str | None = None,

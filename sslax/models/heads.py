@@ -23,6 +23,9 @@ class MLPHead(nn.Module):
     last_bn: BatchNorm (without learned scale/offset) after the output layer (SimCLR v2, BYOL-style).
     bn_axis_name: mesh axis for global-batch BatchNorm statistics.
     activation: 'relu' (SimCLR, BYOL, ...) or 'gelu' (DINO's head).
+    output_init_scale: standard deviation of the output layer's initial kernel relative to
+      LeCun-normal (1.0). Losses on unnormalised outputs with a fixed margin (counting) need
+      small initial outputs so that the margin term is active from the first step.
   """
 
   hidden_dims: Sequence[int] = (2048,)
@@ -32,6 +35,7 @@ class MLPHead(nn.Module):
   bn_axis_name: str | None = None
   bn_momentum: float = 0.9
   activation: str = "relu"
+  output_init_scale: float = 1.0
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -49,7 +53,8 @@ class MLPHead(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, axis_name=axis,
                          name=f"bn{i + 1}")(x)
       x = ACTIVATIONS[self.activation](x)
-    x = nn.Dense(self.output_dim, use_bias=not self.last_bn, name="output")(x)
+    kernel_init = nn.initializers.variance_scaling(self.output_init_scale ** 2, "fan_in", "truncated_normal")
+    x = nn.Dense(self.output_dim, use_bias=not self.last_bn, kernel_init=kernel_init, name="output")(x)
     if self.last_bn:
       x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, axis_name=axis,
                        use_scale=False, use_bias=False, name="output_bn")(x)
