@@ -32,7 +32,8 @@ setup(
         "scikit-learn>=1.4",  # t-SNE plots; tabular datasets.
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22"],  # skimage: the Lab reference.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22",  # skimage: the Lab reference.
+                 "filelock>=3.12"],  # Locks the persistent compilation cache the test workers share.
         # On an NVIDIA GPU host: pip install -e .[cuda]
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
         # On a Cloud TPU VM: pip install -e .[tpu]

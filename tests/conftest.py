@@ -1,19 +1,36 @@
 """Test set-up: eight virtual CPU devices, so multi-device semantics are tested on CPU.
 
-XLA reads the flag when jax first initialises its backend, so it must be set before any
-test module imports jax.
+XLA reads its flags when jax first initialises its backend, so they are set here, before any
+test module imports jax. Child processes (the CLI tests) get theirs from
+`reference.subprocess_env`.
 """
 import os
-
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tempfile
 
 # CIFAR-10 prepared for TFDS lives in ../shared beside the checkout (CI sets TFDS_DATA_DIR too).
 _SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tensorflow_datasets")
 if "TFDS_DATA_DIR" not in os.environ and os.path.isdir(_SHARED):
   os.environ["TFDS_DATA_DIR"] = os.path.abspath(_SHARED)
+
+from reference import TEST_XLA_FLAGS  # noqa: E402 (after TFDS_DATA_DIR: it reads it)
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [TEST_XLA_FLAGS, os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Most of the suite's time is XLA compiling the same programs again (every test of the tiny
+# SimCLR preset compiles the same initialiser and step; CLI tests do it in a subprocess). JAX's
+# persistent compilation cache, shared by the xdist workers and the subprocesses they start
+# (they inherit the environment), compiles each program once per machine. A cache hit loads the
+# executable that a miss would build, so no result depends on it. The size limit turns on
+# JAX's file lock, which the two workers need to write the cache safely.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "sslax-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+try:
+  import filelock  # noqa: F401 (a test extra; JAX silently turns the cache off if it is missing)
+
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+except ImportError:
+  pass
 
 import pytest  # noqa: E402
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from reference import subprocess_env
 from sslax import parallel, train
 from sslax.evaluate import linear, pretrained, subsets
 
@@ -125,7 +126,7 @@ def test_eight_device_checkpoint_gives_identical_features_in_a_one_device_proces
   # A separate process that sees a single device.
   code = ("import sys, numpy as np, sslax; b = sslax.load_pretrained(sys.argv[1]); "
           "np.save(sys.argv[3], b.features(np.load(sys.argv[2]), batch_size=16))")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = subprocess_env(1, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", code, workdir, str(tmp_path / "images.npy"), str(tmp_path / "f1.npy")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -164,7 +165,7 @@ def test_eval_cli_end_to_end(tiny_config, tmp_path):
           "--config.knn.ks=(5,20)", "--config.linear.l2_grid=(1e-3,)", "--config.linear.max_iters=50",
           "--config.finetune.min_steps=2", "--config.finetune.epochs=0.1", "--config.finetune.batch_size=16",
           "--config.plot_points=100"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = subprocess_env(2)
   out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-4000:]
   with open(os.path.join(evaldir, "results.json")) as f:

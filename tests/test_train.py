@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from reference import requires_cifar
+from reference import requires_cifar, subprocess_env
 
 from sslax import parallel, train
 from sslax.step import build_setup, create_train_state
@@ -120,8 +120,7 @@ def test_invalid_choice_lists_valid_values(tiny_config, tmp_path):
 
 
 def _cli(args, env_extra=None, **kw):
-  env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  env = subprocess_env(2, **(env_extra or {}))
   return subprocess.run([sys.executable, "-m", "sslax.main", *args], cwd=REPO, env=env, capture_output=True,
                         text=True, **kw)
 
@@ -162,7 +161,7 @@ def test_sigterm_saves_a_restorable_checkpoint(tmp_path):
   args = ["--config=configs/simclr.py:tiny", f"--workdir={workdir}", "--config.data.source=synthetic",
           "--config.total_steps=100000",
           "--config.checkpoint.every_steps=100000", "--config.log_every_steps=1"]
-  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = subprocess_env(2)
   proc = subprocess.Popen([sys.executable, "-m", "sslax.main", *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 600
