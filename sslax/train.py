@@ -109,14 +109,6 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
-def _process_max(value: int) -> int:
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils
-
-  return int(np.max(multihost_utils.process_allgather(np.array(value))))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
   """Pretrains `config.method` and monitors it; resumes automatically from `workdir`.
@@ -133,13 +125,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   quiet_library_logs()
   pid, nproc = jax.process_index(), jax.process_count()
   validate_config(config)  # Before touching data or devices, so mistakes fail fast.
-  train_data = load_dataset(config.data, config.data.train_split, process_index=pid, process_count=nproc)
+  # Every process holds the whole (in-memory) training split and reads its rows of each global
+  # batch, so the batches do not depend on the process count (EpochSampler).
+  train_data = load_dataset(config.data, config.data.train_split)
   has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
   num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
-  setup = build_setup(config, len(train_data) * nproc, mesh, num_classes=num_classes,
-                      index_bound=_process_max(int(train_data.indices.max()) + 1))
+  setup = build_setup(config, len(train_data), mesh, num_classes=num_classes,
+                      index_bound=int(train_data.indices.max()) + 1)
   mesh = setup.mesh
-  local_batch = config.batch_size // nproc
   logging.info("%s: %d devices in %d process(es), global batch %d, %d steps (%d/epoch, %.1f epochs).",
                config.method, mesh.devices.size, nproc, config.batch_size, setup.total_steps,
                setup.steps_per_epoch, setup.total_steps / setup.steps_per_epoch)
@@ -157,11 +150,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   knn_monitor = None
   if (config.knn.every_steps or config.knn.at_end) and has_labels:
-    full_train = train_data if nproc == 1 else load_dataset(config.data, config.data.train_split)
-    knn_monitor = KNNMonitor(config, setup.model, mesh, full_train, load_dataset(config.data, config.data.eval_split))
+    knn_monitor = KNNMonitor(config, setup.model, mesh, train_data, load_dataset(config.data, config.data.eval_split))
 
   def batches_from(step: int, keys: tuple[str, ...]):
-    return train_batches(train_data, batch_size=local_batch, seed=config.seed, start_step=step, process_index=pid,
+    return train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
+                         process_index=pid, process_count=nproc,
                          to_device=lambda b: parallel.to_global_batch({k: b[k] for k in keys}, mesh))
 
   if start_step == 0:

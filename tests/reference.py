@@ -9,6 +9,7 @@ import pytest
 # programs faster in total; the flag changes how fast XLA's code is, not what it computes.
 # Benchmarks and real runs keep the default level.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout: cwd of CLI subprocesses.
 
 
 def subprocess_env(num_devices, **extra):

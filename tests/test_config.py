@@ -64,3 +64,35 @@ def test_synthetic_source_is_deterministic_and_split_by_process():
   test = load_dataset(config.data, "test")
   assert len(test) == config.data.synthetic.num_eval_examples
   assert not np.array_equal(test.images[:10], full.images[:10])  # Another stream of examples.
+
+
+def test_global_batches_do_not_depend_on_the_process_count():
+  from sslax.data import EpochSampler, train_batches
+
+  n, batch, seed = 103, 12, 7
+  one = EpochSampler(n, batch, seed)
+  for step in (0, 5, 8, 9, 17):  # 8 steps an epoch: 9 and 17 are in later epochs.
+    expected = np.sort(np.random.default_rng([seed, 0, step // 8]).permutation(n)[(step % 8) * batch:][:batch])
+    np.testing.assert_array_equal(one.indices(step), expected)
+    for count in (2, 3, 4):
+      parts = [EpochSampler(n, batch, seed, p, count).indices(step) for p in range(count)]
+      assert all(len(part) == batch // count for part in parts)
+      np.testing.assert_array_equal(np.concatenate(parts), expected)  # Disjoint rows, same global batch.
+  assert not np.array_equal(one.indices(0), one.indices(8))  # A fresh permutation each epoch.
+  with pytest.raises(ValueError, match="not divisible by the 5 processes"):
+    EpochSampler(n, batch, seed, 0, 5)
+  # The host batches of two "processes", put together, are those of one process, resumed or not.
+  config, _ = load_config("simclr", **{"data.source": "synthetic", "data.synthetic.num_train_examples": 40})
+  data = load_dataset(config.data, "train")
+
+  def host_batches(start, process_index=0, process_count=1, steps=3):
+    it = train_batches(data, batch_size=8, seed=0, start_step=start, process_index=process_index,
+                       process_count=process_count)
+    return [next(it)[1] for _ in range(steps)]
+
+  whole = host_batches(4)
+  halves = [host_batches(4, p, 2) for p in range(2)]
+  for s in range(3):
+    for key in ("image", "label", "index"):
+      np.testing.assert_array_equal(np.concatenate([halves[0][s][key], halves[1][s][key]]), whole[s][key])
+  np.testing.assert_array_equal(host_batches(0, steps=6)[4]["index"], whole[0]["index"])

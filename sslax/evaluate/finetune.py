@@ -131,7 +131,8 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
 
   train_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
                                      out_specs=(P(), P())), donate_argnums=(0,))
-  sampler = EpochSampler(len(train_images), batch, seed)
+  # Every process holds the labelled subset and passes its rows of each global batch.
+  sampler = EpochSampler(len(train_images), batch, seed, jax.process_index(), jax.process_count())
   for step in range(steps):
     idx = sampler.indices(step)
     images = parallel.to_global_batch(train_images[idx], mesh)

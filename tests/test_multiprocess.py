@@ -1,0 +1,57 @@
+"""Two processes (jax.distributed on 127.0.0.1, 4 CPU devices each) train exactly like one process with 8."""
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+
+from reference import REPO, assert_trees_close, load_config, subprocess_env
+from sslax import parallel
+from sslax.checkpoint import Checkpointer, abstract_with_shardings
+from sslax.metrics import read_metrics
+from sslax.step import build_setup, create_train_state
+
+TINY = ["--config=configs/simclr.py:tiny", "--config.data.source=synthetic",
+        "--config.data.synthetic.num_train_examples=256", "--config.data.synthetic.num_eval_examples=256"]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _train_state(workdir):
+  config, _ = load_config("simclr", **{"data.source": "synthetic"})
+  setup = build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]), num_classes=10)
+  template = create_train_state(setup, jax.random.PRNGKey(0))
+  ckpt = Checkpointer(workdir)
+  state = ckpt.restore(abstract_with_shardings(template))
+  ckpt.close()
+  return jax.device_get(state)
+
+
+def test_two_processes_train_on_the_same_batches_as_one(tmp_path):
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  cmd = [sys.executable, "-m", "sslax.main", *TINY]
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(cmd + [f"--workdir={two}", f"--coordinator_address={address}", "--num_processes=2",
+                                   f"--process_id={i}"], cwd=REPO, env=subprocess_env(4),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "process 1/2" in outputs[1]
+  single = subprocess.run(cmd + [f"--workdir={one}"], cwd=REPO, env=subprocess_env(8), capture_output=True,
+                          text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+
+  # The sampler gives both processes their rows of the same global batches: same losses, same weights.
+  a, b = _train_state(one), _train_state(two)
+  assert int(a.step) == int(b.step) == 6
+  assert_trees_close((b.params, b.batch_stats, b.opt_state), (a.params, a.batch_stats, a.opt_state))
+  loss = lambda w: [(r["step"], round(r["loss"], 5)) for r in read_metrics(w) if "loss" in r]
+  assert loss(two) == loss(one) and [s for s, _ in loss(two)] == [2, 4, 6]  # Logged once, by process 0.
+  assert len([r for r in read_metrics(two) if "knn_top1" in r]) == 1
+  assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == sorted(os.listdir(os.path.join(one, "checkpoints")))
