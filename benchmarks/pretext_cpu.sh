@@ -5,16 +5,22 @@
 # Writes workdirs/<method>_cpu (training; its final kNN is in the log), workdirs/<method>_cpu_eval
 # (results.md of the linear probe) and workdirs/logs/<method>_{train,eval}.log, whose
 # /usr/bin/time -v block holds the peak RSS ("Maximum resident set size"). The probe always
-# uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar).
+# uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar),
+# and evaluates at the input size a preset trains at: 16 px for the denoising AE, counting and
+# the context encoder (their random-init baseline: configs/eval.py:frozen --config.image_size=16).
 set -euo pipefail
 minutes="${MINUTES:-20}"
 mkdir -p workdirs/logs
 for method in "$@"; do
   workdir="workdirs/${method}_cpu"
+  case "${method}" in
+    denoising_ae|counting|context_encoder) eval_size=(--config.image_size=16) ;;
+    *) eval_size=() ;;
+  esac
   /usr/bin/time -v python -m sslax.main --config="configs/${method}.py:cpu" \
       --workdir="${workdir}" --config.max_train_minutes="${minutes}" \
       > "workdirs/logs/${method}_train.log" 2>&1
   /usr/bin/time -v python -m sslax.main --config=configs/eval.py:linear \
       --config.pretrained_workdir="${workdir}" --workdir="${workdir}_eval" \
-      --config.baselines=False --config.train_split=train > "workdirs/logs/${method}_eval.log" 2>&1
+      --config.baselines=False --config.train_split=train "${eval_size[@]}" > "workdirs/logs/${method}_eval.log" 2>&1
 done
