@@ -19,6 +19,23 @@ def subprocess_env(num_devices, **extra):
               PYTHONUNBUFFERED="1", **extra)
 
 
+def restore_train_state(config, workdir):
+  """The TrainState of `config` (probe on: labelled data) restored on one device from the latest
+  checkpoint in `workdir`, as host arrays."""
+  import jax
+
+  from sslax import parallel
+  from sslax.checkpoint import Checkpointer, abstract_with_shardings
+  from sslax.step import build_setup, create_train_state
+
+  setup = build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]), num_classes=10)
+  template = create_train_state(setup, jax.random.PRNGKey(0))
+  ckpt = Checkpointer(workdir)
+  state = ckpt.restore(abstract_with_shardings(template))
+  ckpt.close()
+  return jax.device_get(state)
+
+
 # Tests of the real CIFAR-10 reading path; the rest of the suite runs on synthetic data.
 HAVE_CIFAR = os.path.isdir(os.path.join(os.environ.get("TFDS_DATA_DIR", ""), "cifar10"))
 requires_cifar = pytest.mark.skipif(not HAVE_CIFAR, reason="CIFAR-10 prepared for TFDS not found in $TFDS_DATA_DIR "

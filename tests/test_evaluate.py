@@ -8,11 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from reference import subprocess_env
+from reference import REPO, subprocess_env
 from sslax import parallel, train
 from sslax.evaluate import linear, pretrained, subsets
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -128,7 +127,7 @@ def test_eight_device_checkpoint_gives_identical_features_in_a_one_device_proces
           "np.save(sys.argv[3], b.features(np.load(sys.argv[2]), batch_size=16))")
   env = subprocess_env(1, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", code, workdir, str(tmp_path / "images.npy"), str(tmp_path / "f1.npy")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   feats_1 = np.load(tmp_path / "f1.npy")
   np.testing.assert_allclose(feats_1, feats_8, rtol=1e-5, atol=1e-6)
@@ -166,7 +165,7 @@ def test_eval_cli_end_to_end(tiny_config, tmp_path):
           "--config.finetune.min_steps=2", "--config.finetune.epochs=0.1", "--config.finetune.batch_size=16",
           "--config.plot_points=100"]
   env = subprocess_env(2)
-  out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-4000:]
   with open(os.path.join(evaldir, "results.json")) as f:
     results = json.load(f)["results"]
@@ -186,7 +185,7 @@ def test_eval_cli_end_to_end(tiny_config, tmp_path):
   # Evaluating a workdir that does not exist is one clear error.
   bad = subprocess.run([sys.executable, "-m", "sslax.main", "--config=configs/eval.py:knn",
                         f"--config.pretrained_workdir={tmp_path / 'missing'}", f"--workdir={tmp_path / 'e2'}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "does not exist" in bad.stderr
 
 

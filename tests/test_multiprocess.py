@@ -4,13 +4,8 @@ import socket
 import subprocess
 import sys
 
-import jax
-
-from reference import REPO, assert_trees_close, load_config, subprocess_env
-from sslax import parallel
-from sslax.checkpoint import Checkpointer, abstract_with_shardings
+from reference import REPO, assert_trees_close, load_config, restore_train_state, subprocess_env
 from sslax.metrics import read_metrics
-from sslax.step import build_setup, create_train_state
 
 TINY = ["--config=configs/simclr.py:tiny", "--config.data.source=synthetic",
         "--config.data.synthetic.num_train_examples=256", "--config.data.synthetic.num_eval_examples=256"]
@@ -23,13 +18,7 @@ def _free_port():
 
 
 def _train_state(workdir):
-  config, _ = load_config("simclr", **{"data.source": "synthetic"})
-  setup = build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]), num_classes=10)
-  template = create_train_state(setup, jax.random.PRNGKey(0))
-  ckpt = Checkpointer(workdir)
-  state = ckpt.restore(abstract_with_shardings(template))
-  ckpt.close()
-  return jax.device_get(state)
+  return restore_train_state(load_config("simclr", **{"data.source": "synthetic"})[0], workdir)
 
 
 def test_two_processes_train_on_the_same_batches_as_one(tmp_path):

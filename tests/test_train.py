@@ -10,28 +10,20 @@ import jax
 import numpy as np
 import pytest
 
-from reference import requires_cifar, subprocess_env
+from reference import REPO, requires_cifar, restore_train_state, subprocess_env
 
 from sslax import parallel, train
-from sslax.step import build_setup, create_train_state
 from sslax.checkpoint import CheckpointError
 from sslax.data import DatasetNotFoundError
 from sslax.metrics import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_DEVICE = lambda: parallel.make_mesh(jax.devices()[:1])
 
 
 def _params(workdir):
-  """(step, params, opt_state) restored from the latest checkpoint of a workdir written by _run."""
-  from sslax.checkpoint import Checkpointer, abstract_with_shardings
-
-  setup = build_setup(_CONFIGS[workdir], 256, mesh=ONE_DEVICE(), num_classes=10)  # Labelled data: probe on.
-  template = create_train_state(setup, jax.random.PRNGKey(0))
-  ckpt = Checkpointer(workdir)
-  state = ckpt.restore(abstract_with_shardings(template))
-  ckpt.close()
-  return int(state.step), jax.device_get(state.params), jax.device_get((state.opt_state, state.probe))
+  """(step, params, (opt_state, probe)) restored from the latest checkpoint of a workdir written by _run."""
+  state = restore_train_state(_CONFIGS[workdir], workdir)
+  return int(state.step), state.params, (state.opt_state, state.probe)
 
 
 _CONFIGS = {}  # workdir -> the config it was trained with.
