@@ -33,7 +33,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22",  # skimage: the Lab reference.
-                 "filelock>=3.12"],  # Locks the persistent compilation cache the test workers share.
+                 "filelock>=3.12",  # Locks the persistent compilation cache the test workers share.
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # Runs notebooks/ in the tests.
         # On an NVIDIA GPU host: pip install -e .[cuda]
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
         # On a Cloud TPU VM: pip install -e .[tpu]

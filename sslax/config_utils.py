@@ -151,3 +151,42 @@ def validate(config: ml_collections.ConfigDict, choices: Mapping[str, Iterable])
     for part in key.split("."):
       value = value[part]
     check_choice(value, valid, key)
+
+
+def load_config_file(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """A config as `--config=SPEC --config.KEY=VALUE ...` gives it, for notebooks and scripts.
+
+  Args:
+    spec: `path/to/config.py[:arg]`, e.g. 'configs/simclr.py:cpu'.
+    overrides: dotted keys to values, e.g. {'optimizer.name': 'sgd', 'batch_size': 64}.
+
+  Returns:
+    The locked config.
+
+  Raises:
+    FileNotFoundError: no such config file.
+    ConfigError: a key that the config does not have (named, with its section's keys).
+  """
+  import importlib.util
+  import os
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path!r} not found (from {spec!r}); paths are relative to "
+                            f"{os.getcwd()!r}, e.g. 'configs/simclr.py:cpu' from the repository root.")
+  module_spec = importlib.util.spec_from_file_location(f"sslax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for key, value in (overrides or {}).items():
+    parts = key.split(".")
+    parent = config
+    for depth, part in enumerate(parts):
+      if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+        where = "config." + ".".join(parts[:depth]) if depth else "the config"
+        keys = ", ".join(sorted(parent.keys())) if isinstance(parent, ml_collections.ConfigDict) else "no fields"
+        raise ConfigError(f"Unknown config field {key!r}: {where} has {keys}.")
+      if depth < len(parts) - 1:
+        parent = parent[part]
+    parent[parts[-1]] = value
+  return config

@@ -1,7 +1,9 @@
 """Config parsing and validation: preset arguments, method fields, the synthetic data source."""
+import os
+
 import numpy as np
 import pytest
-from reference import load_config
+from reference import REPO, load_config
 
 from sslax.config_utils import ConfigError, Field, check_section, parse_arg
 from sslax.data import load_dataset, synthetic_dataset
@@ -96,3 +98,16 @@ def test_global_batches_do_not_depend_on_the_process_count():
     for key in ("image", "label", "index"):
       np.testing.assert_array_equal(np.concatenate([halves[0][s][key], halves[1][s][key]]), whole[s][key])
   np.testing.assert_array_equal(host_batches(0, steps=6)[4]["index"], whole[0]["index"])
+
+
+def test_load_config_file_applies_overrides_like_the_command_line():
+  from sslax.config_utils import load_config_file
+
+  config = load_config_file(os.path.join(REPO, "configs/moco_v2.py:tiny"), {"optimizer.name": "sgd", "batch_size": 8})
+  assert config.method == "moco_v2" and config.optimizer.name == "sgd" and config.batch_size == 8
+  with pytest.raises(ConfigError, match=r"'optimiser.name': the config has .*optimizer"):
+    load_config_file(os.path.join(REPO, "configs/moco_v2.py:tiny"), {"optimiser.name": "sgd"})
+  with pytest.raises(ConfigError, match=r"'optimizer.nam': config.optimizer has .*name"):
+    load_config_file(os.path.join(REPO, "configs/moco_v2.py:tiny"), {"optimizer.nam": "sgd"})
+  with pytest.raises(FileNotFoundError, match="configs/nope.py"):
+    load_config_file("configs/nope.py:tiny")
