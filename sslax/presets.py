@@ -102,6 +102,10 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.max_train_minutes = config_dict.placeholder(float)
 
   c.log_every_steps = 50
+  # Read each step's loss before dispatching the next (the host waits on every step). Off: the
+  # host reads step i's metrics while step i+1 runs. On: for debugging, an error surfaces at
+  # the step that raised it.
+  c.sync_every_step = False
   # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).
   c.collapse_warning_fraction = 0.2
   # ... or when the RankMe effective rank of the batch embeddings falls below this (dimensional

@@ -6,6 +6,7 @@ in sslax/step.py, the monitors in sslax/monitors.py.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -26,6 +27,10 @@ from sslax.metrics import MetricWriter, Progress, plot_training_curves, quiet_li
 from sslax.monitors import KNNMonitor, warn_if_collapsing, write_method_preview
 from sslax.step import Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step
 from sslax.step import validate_config
+
+
+# Multi-process runs agree on stopping (a signal, the time budget) every this many steps.
+STOP_CHECK_EVERY_STEPS = 10
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -199,8 +204,42 @@ def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: Metr
     logging.info("Compiled the train step in %.1f s.", compile_s)
     batches = itertools.chain([(start_step, first)], batches)
   clock = TrainClock(_previous_train_time(workdir, start_step))
+  # Steps dispatched whose metrics the host has not read yet. The host reads step i's metrics
+  # only after dispatching step i+1, so it never waits on the step it just queued (unless
+  # config.sync_every_step); every pending loss is checked before a checkpoint is written.
+  pending: collections.deque[tuple[int, dict]] = collections.deque()
+  # Multi-process runs agree on stopping (signal, time budget) through a host collective;
+  # doing it every step would stall dispatch, so they agree every few steps.
+  stop_check_every = 1 if jax.process_count() == 1 else STOP_CHECK_EVERY_STEPS
+
+  def read(done: int, metrics: dict) -> None:
+    """Checks step `done`'s loss (raising on divergence) and logs its metrics when due."""
+    nonlocal last_metrics, compile_s
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      checkpointer.wait()
+      raise NonFiniteLossError(
+          f"Loss became {loss} at step {done}. Training stopped; the last good checkpoint "
+          f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is intact. Lower "
+          f"--config.optimizer.base_learning_rate or lengthen the warm-up, then rerun (it resumes from there).")
+    if done % config.log_every_steps == 0 or done == setup.total_steps:
+      steps, seconds = clock.window()
+      last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      last_metrics.update(images_per_sec=steps * config.batch_size / seconds, step_time_s=seconds / steps,
+                          train_time_s=clock.train_s, epoch=done / setup.steps_per_epoch)
+      if compile_s is not None:  # Reported once, with the first record of this run.
+        last_metrics["compile_time_s"], compile_s = compile_s, None
+      writer.write(done, last_metrics)
+      progress.log(done, last_metrics)
+      warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done, min_rank=config.collapse_warning_rank)
+
+  def read_pending(keep: int = 0) -> None:
+    """Reads all pending steps but the newest `keep`."""
+    while len(pending) > keep:
+      read(*pending.popleft())
 
   def save() -> None:
+    read_pending()  # Never write a checkpoint of a run that has diverged.
     checkpointer.save(state, int(state.step))
 
   with _StopSignal() as stop:
@@ -208,26 +247,12 @@ def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: Metr
       if step >= stop_at:
         break
       state, metrics = train_step(state, batch)
-      loss = float(metrics["loss"])  # Host sync each step: divergence is caught before any save.
-      clock.step_done()
       done = step + 1
-      if not math.isfinite(loss):
-        checkpointer.wait()
-        raise NonFiniteLossError(
-            f"Loss became {loss} at step {done}. Training stopped; the last good checkpoint "
-            f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is intact. Lower "
-            f"--config.optimizer.base_learning_rate or lengthen the warm-up, then rerun (it resumes from there).")
-      if done % config.log_every_steps == 0 or done == setup.total_steps:
-        steps, seconds = clock.window()
-        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        last_metrics.update(images_per_sec=steps * config.batch_size / seconds, step_time_s=seconds / steps,
-                            train_time_s=clock.train_s, epoch=done / setup.steps_per_epoch)
-        if compile_s is not None:  # Reported once, with the first record of this run.
-          last_metrics["compile_time_s"], compile_s = compile_s, None
-        writer.write(done, last_metrics)
-        progress.log(done, last_metrics)
-        warn_if_collapsing(last_metrics, config.collapse_warning_fraction, done, min_rank=config.collapse_warning_rank)
+      pending.append((done, metrics))
+      read_pending(keep=0 if config.sync_every_step else 1)
+      clock.step_done()
       if knn_monitor and config.knn.every_steps and done % config.knn.every_steps == 0 and done < setup.total_steps:
+        read_pending()
         clock.pause()
         knn = knn_monitor(state)
         writer.write(done, dict(knn, train_time_s=clock.train_s))
@@ -238,6 +263,8 @@ def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: Metr
       if done % config.checkpoint.every_steps == 0 or done == stop_at:
         save()
       clock.tick()
+      if done % stop_check_every and done != stop_at:
+        continue
       if _any_process(stop.received is not None):
         save()
         logging.warning("Received signal %s: saved checkpoint step %d and stopped. Rerun the same command "
@@ -251,6 +278,7 @@ def _loop(setup: Setup, state, batches, checkpointer: Checkpointer, writer: Metr
                      config.max_train_minutes, done, clock.train_s / 60)
         summary["stopped_by_time_budget"] = True
         break
+    read_pending()
 
   final_step = int(state.step)
   if (knn_monitor and (final_step >= setup.total_steps or summary.get("stopped_by_time_budget"))

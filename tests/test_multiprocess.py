@@ -1,8 +1,11 @@
 """Two processes (jax.distributed on 127.0.0.1, 4 CPU devices each) train exactly like one process with 8."""
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from reference import REPO, assert_trees_close, load_config, restore_train_state, subprocess_env
 from sslax.metrics import read_metrics
@@ -44,3 +47,33 @@ def test_two_processes_train_on_the_same_batches_as_one(tmp_path):
   assert loss(two) == loss(one) and [s for s, _ in loss(two)] == [2, 4, 6]  # Logged once, by process 0.
   assert len([r for r in read_metrics(two) if "knn_top1" in r]) == 1
   assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == sorted(os.listdir(os.path.join(one, "checkpoints")))
+
+
+def test_sigterm_to_one_process_makes_both_save_the_same_step_and_exit(tmp_path):
+  workdir = str(tmp_path / "sig")
+  address = f"127.0.0.1:{_free_port()}"
+  cmd = [sys.executable, "-m", "sslax.main", *TINY, f"--workdir={workdir}", "--config.total_steps=100000",
+         "--config.log_every_steps=1", "--config.knn.every_steps=0", "--config.checkpoint.every_steps=100000",
+         f"--coordinator_address={address}", "--num_processes=2"]
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=subprocess_env(4), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    deadline = time.time() + 600
+    while time.time() < deadline and len([r for r in read_metrics(workdir) if "loss" in r]) < 3:
+      assert all(p.poll() is None for p in procs), "a process exited before the signal"
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)  # Only process 1: process 0 must learn of it and stop too.
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  saved = [re.search(r"saved checkpoint step (\d+) and stopped", out) for out in outputs]
+  assert all(saved), [out[-2000:] for out in outputs]
+  steps = {int(m.group(1)) for m in saved}
+  assert len(steps) == 1, steps  # Both processes stopped after the same step...
+  (step,) = steps
+  saved_steps = [s for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert step >= 3 and saved_steps == [str(step)]  # ...and saved it once.
+  assert int(_train_state(workdir).step) == step

@@ -79,6 +79,69 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_p
   assert _params(workdir)[0] == 3
 
 
+class _LoopSpy:
+  """Records, in order, when the loop dispatches a step, reads a step's loss and saves."""
+
+  def __init__(self, monkeypatch):
+    self.events = []
+    real_make, real_save = train.make_train_step, train.Checkpointer.save
+    spy = self
+
+    class Metrics(dict):
+      def __getitem__(self, key):
+        if key == "loss":
+          spy.events.append(("read", self.step))
+        return super().__getitem__(key)
+
+    def make_train_step(setup):
+      compiled = []
+
+      class Lowered:
+        def __init__(self, lowered):
+          self.lowered = lowered
+
+        def compile(self):
+          compiled.append(self.lowered.compile())
+          return run
+
+      def run(state, batch):
+        state, metrics = compiled[0](state, batch)
+        out = Metrics(metrics)
+        out.step = len([e for e in spy.events if e[0] == "dispatch"]) + 1
+        spy.events.append(("dispatch", out.step))
+        return state, out
+
+      class Jitted:
+        def lower(self, *args):
+          return Lowered(real_make(setup).lower(*args))
+
+      return Jitted()
+
+    def save(checkpointer, state, step):
+      spy.events.append(("save", step))
+      return real_save(checkpointer, state, step)
+
+    monkeypatch.setattr(train, "make_train_step", make_train_step)
+    monkeypatch.setattr(train.Checkpointer, "save", save)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_loop_reads_metrics_one_step_behind_and_checks_losses_before_saving(tiny_config, tmp_path, monkeypatch,
+                                                                            sync):
+  spy = _LoopSpy(monkeypatch)
+  _run(tiny_config, str(tmp_path / "w"), stop_at_step=5, sync_every_step=sync, **{"checkpoint.every_steps": 2})
+  events = spy.events
+  dispatched = [e for e in events if e[0] == "dispatch"]
+  assert dispatched == [("dispatch", i) for i in range(1, 6)]
+  for i in range(1, 5):
+    # Asynchronous: step i+1 is queued before the host reads step i, unless step i is saved
+    # (2 and 4). Synchronous: every step is read before the next is queued.
+    read_first = events.index(("read", i)) < events.index(("dispatch", i + 1))
+    assert read_first == (sync or i % 2 == 0), events
+  for step in (2, 4, 5):  # Every save comes after the loss of the step it saves was read.
+    assert events.index(("read", step)) < events.index(("save", step)), events
+
+
 def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_config, tmp_path):
   workdir = str(tmp_path / "corrupt")
   _run(tiny_config, workdir, stop_at_step=3)
