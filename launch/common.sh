@@ -44,11 +44,15 @@ usage_if_short() {
   fi
 }
 
-# check_workdir_shared WORKDIR: multi-host runs need a workdir every host sees.
+# check_workdir_shared WORKDIR [gcs]: multi-host runs need a workdir every host sees: a gs://
+# path, or (without "gcs") an absolute path on a shared filesystem.
 check_workdir_shared() {
   case "$1" in
-    gs://*|/*) ;;
-    *) echo "error: WORKDIR '$1' must be a gs:// path or an absolute path on a shared filesystem, so that" \
-            "every host writes and resumes the same checkpoints." >&2; exit 2 ;;
+    gs://*) return ;;
+    /*) [ "${2:-}" != gcs ] && return ;;
   esac
+  local wanted="a gs:// path"
+  [ "${2:-}" != gcs ] && wanted="a gs:// path or an absolute path on a shared filesystem"
+  echo "error: WORKDIR '$1' must be $wanted, so that every host writes and resumes the same checkpoints." >&2
+  exit 2
 }

@@ -23,11 +23,7 @@ OVERRIDES=("${ARGS[@]:3}")
 IMAGE=${IMAGE:?set IMAGE to a container image with sslax installed}
 ACCELERATOR=${ACCELERATOR:-tpu}
 PORT=8476
-case "$WORKDIR" in
-  gs://*) ;;
-  *) echo "error: WORKDIR '$WORKDIR' must be a gs:// path: every pod writes and resumes the same checkpoints." >&2
-     exit 2 ;;
-esac
+check_workdir_shared "$WORKDIR" gcs
 
 case "$ACCELERATOR" in
   tpu)

@@ -22,11 +22,7 @@ OVERRIDES=("${ARGS[@]:5}")
 VERSION=${TPU_SOFTWARE_VERSION:-tpu-ubuntu2204-base}
 REPO_URL=${SSLAX_REPO_URL:?set SSLAX_REPO_URL to the git URL of your sslax checkout}
 TFDS_DIR=${TFDS_DATA_DIR:?set TFDS_DATA_DIR (e.g. gs://BUCKET/tensorflow_datasets)}
-case "$WORKDIR" in
-  gs://*) ;;
-  *) echo "error: WORKDIR '$WORKDIR' must be a gs:// path: every TPU worker writes and resumes the same checkpoints." >&2
-     exit 2 ;;
-esac
+check_workdir_shared "$WORKDIR" gcs
 
 # Hosts (= sslax processes) of a slice: v2/v3/v4/v5p name TensorCores (8 per host); v5e and
 # v6e name chips, 4 per host above their 8-chip single-host slices.
