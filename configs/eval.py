@@ -13,6 +13,15 @@ backbone; raw pixels for kNN/linear; training from scratch for fine-tuning):
                   --config.pretrained_workdir=workdirs/simclr_cpu --workdir=workdirs/simclr_cpu_eval
   frozen    kNN and linear probe on one extraction of the frozen features.
   all       (default) the three above.
+  imagenet_linear  ImageNet's standard linear protocol (SimCLR appendix B.6): a linear head on the
+            frozen backbone (BN in inference mode) trained 90 epochs with SGD + Nesterov momentum
+            0.9, batch 4096, lr 0.1 x batch/256, no weight decay, on random resized crops (area
+            0.08-1, from the full streamed image) + flips of the whole train split; scored on
+            the validation split's central 224x224 crop (resize 256, crop 224).
+  imagenet_semi    Semi-supervised fine-tuning on ImageNet's standard 1% and 10% subsets (TFDS
+            `imagenet2012_subset/1pct` and `/10pct`, prepared like imagenet2012), SimCLR appendix
+            B.5: SGD + Nesterov, batch 4096, lr 0.05 x batch/256, no warm-up or weight decay,
+            60 epochs for 1% and 30 for 10%, random crops + flips.
 
 Outputs in --workdir: results.json, results.md (one row per encoder and protocol; rows are
 appended, so one table can collect many runs: --config.results_table=PATH), the label
@@ -21,7 +30,7 @@ subsets as JSON index files, training_curves.png, tsne.png and retrieval.png.
 import ml_collections
 from ml_collections import config_dict
 
-PRESETS = ("all", "knn", "linear", "finetune", "frozen")
+PRESETS = ("all", "knn", "linear", "finetune", "frozen", "imagenet_linear", "imagenet_semi")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -62,4 +71,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.linear.max_iters = 300
 
   c.finetune = default_finetune_config()
+  if preset.startswith("imagenet"):
+    c.protocol = "finetune"
+    c.baselines = False  # A random-init ImageNet baseline costs a second full run; enable if wanted.
+    c.plots = False
+    c.max_test_examples = None
+    ft = c.finetune
+    ft.batch_size, ft.image_size, ft.crop_scale, ft.min_steps, ft.warmup_fraction = 4096, 224, (0.08, 1.0), 0, 0.0
+    ft.eval_batch_size = 1024
+    ft.optimizer.update(name="sgd", lr_scaling="linear", weight_decay=0.0, momentum=0.9, nesterov=True)
+    if preset == "imagenet_linear":
+      ft.freeze_backbone, ft.label_fractions, ft.epochs = True, (1.0,), 90.0
+      ft.optimizer.base_learning_rate = 0.1
+    else:
+      ft.label_fractions, ft.fraction_epochs, ft.epochs = (0.01, 0.1), (60.0, 30.0), 30.0
+      ft.optimizer.base_learning_rate = 0.05
   return c.lock()

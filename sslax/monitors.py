@@ -104,7 +104,7 @@ class KNNMonitor:
     limit = lambda d, n: (d.images, d.labels) if n is None else (d.images[:n], d.labels[:n])
     self.train_images, self.train_labels = limit(train_data, knn_cfg.max_train_examples)
     self.test_images, self.test_labels = limit(test_data, knn_cfg.max_test_examples)
-    self.num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1)
+    self.num_classes = train_data.num_classes or int(np.asarray(train_data.labels).max()) + 1
     size = knn_cfg.image_size or self.train_images.shape[1]
     self.feature_fn = make_feature_fn(model, config.data, mesh=mesh, dtype=config.model.dtype,
                                       image_size=knn_cfg.image_size, tile_size=grid_tile_size(config, size))

@@ -11,6 +11,8 @@ from sslax.augment import default_simclr_augment_config
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
@@ -41,6 +43,15 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = config_dict.placeholder(int)  # Resize+center-crop on load; None keeps the stored size.
+  c.data.center_crop_fraction = 1.0  # With image_size: central square of this fraction of the shorter side.
+  # True: decode the split into host memory at image_size (small datasets). False: stream from
+  # disk, cropping each view from the full image (sslax/data/streaming.py). None: stream when
+  # the decoded split would exceed max_in_memory_gb.
+  c.data.in_memory = config_dict.placeholder(bool)
+  c.data.max_in_memory_gb = 16.0
+  c.data.num_workers = 0  # Streaming: host decoding threads (0: one per CPU core).
+  c.data.prefetch = 2  # Batches prepared ahead of the step (both paths).
+  c.data.on_corrupt = "skip"  # Streaming: 'skip' a corrupt image (one warning naming it) or 'error'.
   c.data.folder = ""  # For source='folder': DIR/<class>/*.jpg or DIR/*.jpg.
   c.data.eval_folder = ""
   c.data.mean = CIFAR_MEAN
@@ -290,3 +301,44 @@ def plain_pretext(c: ml_collections.ConfigDict, preset: str, crop_size: int) -> 
   if preset == "cifar10":
     c.batch_size = 256
     c.total_epochs = 200.0
+
+
+def imagenet_recipe(c: ml_collections.ConfigDict, *, epochs: float, batch_size: int = 4096,
+                    learning_rate: float, weight_decay: float) -> None:
+  """The shared part of the published ImageNet recipes (SimCLR, Chen et al. 2020, appendix B;
+  BYOL, Grill et al. 2020, appendix C): ImageNet-1k streamed from TFDS (`imagenet2012`, prepared
+  offline; see README "ImageNet"), ResNet-50, 224x224 random resized crops (area 0.08-1) taken
+  from the full image, colour-jitter strength 1.0, LARS (eta 0.001, biases and BN excluded) with
+  lr `learning_rate` x batch/256, 10 warm-up epochs then cosine decay. Evaluation images are the
+  central 87.5% resized to 224 (resize 256, crop 224); the kNN monitor uses 50,000 training and
+  10,000 validation images.
+  """
+  c.preset = "imagenet"
+  c.data.name = "imagenet2012"
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+  c.data.image_size = 224
+  c.data.center_crop_fraction = 0.875
+  c.data.in_memory = False
+  c.data.mean = IMAGENET_MEAN
+  c.data.std = IMAGENET_STD
+  c.model.backbone = "resnet50"
+  c.model.stem = "imagenet"
+  c.model.width_multiplier = 1.0
+  c.augment.crop_size = 224
+  c.augment.crop_scale = (0.08, 1.0)
+  c.augment.color_jitter_strength = 1.0
+  c.batch_size = batch_size
+  c.optimizer.name = "lars"
+  c.optimizer.base_learning_rate = learning_rate
+  c.optimizer.lr_scaling = "linear"
+  c.optimizer.weight_decay = weight_decay
+  c.optimizer.trust_coefficient = 1e-3
+  c.total_epochs = epochs
+  c.warmup_epochs = 10.0
+  c.log_every_steps = 100
+  c.checkpoint.every_steps = 1000
+  c.knn.every_steps = 5000
+  c.knn.max_train_examples = 50000
+  c.knn.max_test_examples = 10000
+  c.knn.batch_size = 1024

@@ -35,6 +35,7 @@ CONFIG_CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
     "data.source": ("tfds", "folder", "synthetic"),
+    "data.on_corrupt": ("skip", "error"),
 }
 
 # Augmentation steps of a forward-only pass over the data before training (Method.before_training)
@@ -132,17 +133,30 @@ def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
 # ----------------------------------------------------------------------------- the step
 
 
-def augmented_views(setup: Setup, step: jax.Array, images: jax.Array) -> list[jax.Array]:
+def streamed_view_keys(setup: Setup) -> tuple[str, ...]:
+  """Batch fields of the views a streaming input crops on the host ('view0'.., 'local0'..)."""
+  from sslax.data.streaming import view_keys
+
+  return view_keys(setup.method.num_views, setup.config.augment.get("num_local_crops", 0))
+
+
+def augmented_views(setup: Setup, step: jax.Array, batch: dict) -> list[jax.Array]:
   """This device's normalised views (global, then local crops) of its rows of the batch.
 
   Per-example keys come from (seed, step, global example index), so the views do not
-  depend on the device count.
+  depend on the device count. The batch holds either whole images ('image', in-memory
+  input: cropped here) or views the streaming input already cropped with the same keys
+  ('view0'.., 'local0'..: only flips and colour run here).
   """
   config, axis = setup.config, parallel.DATA_AXIS
-  n_local = images.shape[0]
+  n_local = batch["index"].shape[0] if "index" in batch else batch["image"].shape[0]
   global_index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
   keys = augment.example_keys(config.seed, step, global_index)
-  views = augment.multicrop_views(images, keys, config.augment, num_global=setup.method.num_views)
+  if "image" in batch:
+    views = augment.multicrop_views(batch["image"], keys, config.augment, num_global=setup.method.num_views)
+  else:
+    crops = [batch[k] for k in streamed_view_keys(setup)]
+    views = augment.precropped_views(crops, keys, config.augment, num_global=setup.method.num_views)
   return [preprocess(v, config.data.mean, config.data.std, dtype=config.model.dtype) for v in views]
 
 
@@ -157,7 +171,7 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
   Returns:
     ((loss, LossOutput), grads).
   """
-  views = augmented_views(setup, state.step, batch["image"])
+  views = augmented_views(setup, state.step, batch)
 
   def loss_fn(params):
     out = setup.method.loss(setup.model, params, state.batch_stats, state.method_state, views, step=state.step,
@@ -255,9 +269,12 @@ def make_train_step(setup: Setup, return_grads: bool = False) -> Callable[[Train
   return jax.jit(_shard(setup, local_step), donate_argnums=(0,))
 
 
-def batch_keys(setup: Setup) -> tuple[str, ...]:
-  """The batch fields the step reads: images, labels for the online probe, indices if the method needs them."""
-  return ("image",) + (("label",) if setup.num_classes else ()) + (("index",) if setup.method.needs_index else ())
+def batch_keys(setup: Setup, streaming: bool = False) -> tuple[str, ...]:
+  """The batch fields the step reads: images (or streamed views and their indices), labels for
+  the online probe, indices if the method needs them."""
+  images = streamed_view_keys(setup) + ("index",) if streaming else ("image",)
+  index = ("index",) if setup.method.needs_index and not streaming else ()
+  return images + (("label",) if setup.num_classes else ()) + index
 
 
 def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) -> Callable[[Callable], TrainState]:
@@ -279,7 +296,7 @@ def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) 
   def forward_pass(fn: Callable, max_batches: int | None = None) -> TrainState:
     def local(state, batch):
       step = jnp.int32(_FORWARD_PASS_STEP) + batch["pass_step"][0]
-      views = augmented_views(setup, step, batch["image"])[:method.num_views]
+      views = augmented_views(setup, step, batch)[:method.num_views]
       method_state = fn(setup.model, state.params, state.batch_stats, state.method_state, views,
                         index=batch["index"], axis_name=parallel.DATA_AXIS)
       return state.replace(method_state=method_state)
@@ -289,7 +306,7 @@ def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) 
     for i, batch in enumerate(batches):
       if max_batches is not None and i >= max_batches:
         break
-      n = batch["image"].shape[0] // jax.process_count()
+      n = batch["index"].shape[0] // jax.process_count()
       pass_step = parallel.to_global_batch({"pass_step": np.full((n,), i, np.int32)}, setup.mesh)
       new_state = run(new_state, dict(batch, **pass_step))
     return new_state

@@ -23,9 +23,11 @@ from absl import logging
 from sslax import parallel
 from sslax.checkpoint import Checkpointer, abstract_with_shardings
 from sslax.data import load_dataset, train_batches
+from sslax.data.streaming import StreamingDataset, streaming_train_batches
 from sslax.metrics import MetricWriter, Progress, plot_training_curves, quiet_library_logs, read_metrics
 from sslax.monitors import KNNMonitor, warn_if_collapsing, write_method_preview
-from sslax.step import Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step
+from sslax.step import (Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step,
+                        streamed_view_keys)
 from sslax.step import validate_config
 
 
@@ -133,8 +135,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Every process holds the whole (in-memory) training split and reads its rows of each global
   # batch, so the batches do not depend on the process count (EpochSampler).
   train_data = load_dataset(config.data, config.data.train_split)
-  has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
-  num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
+  streaming = isinstance(train_data, StreamingDataset)
+  if streaming:  # Labels are read with the images; the dataset's metadata says how many classes.
+    has_labels, num_classes = train_data.num_classes > 0, train_data.num_classes
+  else:
+    has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
+    num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
   setup = build_setup(config, len(train_data), mesh, num_classes=num_classes,
                       index_bound=int(train_data.indices.max()) + 1)
   mesh = setup.mesh
@@ -158,26 +164,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     knn_monitor = KNNMonitor(config, setup.model, mesh, train_data, load_dataset(config.data, config.data.eval_split))
 
   def batches_from(step: int, keys: tuple[str, ...]):
+    to_device = lambda b: parallel.to_global_batch({k: b[k] for k in keys}, mesh)  # noqa: E731
+    if streaming:
+      return streaming_train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
+                                     augment_cfg=config.augment, num_global_views=setup.method.num_views,
+                                     process_index=pid, process_count=nproc, keys=keys, to_device=to_device,
+                                     prefetch_size=config.data.prefetch)
     return train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
-                         process_index=pid, process_count=nproc,
-                         to_device=lambda b: parallel.to_global_batch({k: b[k] for k in keys}, mesh))
+                         process_index=pid, process_count=nproc, to_device=to_device,
+                         prefetch_size=config.data.prefetch)
 
   if start_step == 0:
     t0 = time.time()
-    epoch = (b for _, b in itertools.islice(batches_from(0, ("image", "index")), setup.steps_per_epoch))
+    pass_keys = (streamed_view_keys(setup) if streaming else ("image",)) + ("index",)
+    epoch = (b for _, b in itertools.islice(batches_from(0, pass_keys), setup.steps_per_epoch))
     state = setup.method.before_training(state, make_forward_pass(setup, state, epoch))
     if time.time() - t0 > 1.0:
       logging.info("%s.before_training took %.1f s.", config.method, time.time() - t0)
 
   writer = MetricWriter(workdir, enabled=pid == 0)
-  summary, state = _loop(setup, state, batches_from(start_step, batch_keys(setup)), checkpointer, writer,
+  summary, state = _loop(setup, state, batches_from(start_step, batch_keys(setup, streaming)), checkpointer, writer,
                          knn_monitor, workdir, start_step)
   checkpointer.close()
   writer.close()
   finished = summary["step"] >= setup.total_steps or summary.get("stopped_by_time_budget")
   if pid == 0 and finished and not summary["stopped_by_signal"]:
     images = knn_monitor.test_images if knn_monitor else train_data.images
-    preview = write_method_preview(setup, state, images[:8], os.path.join(workdir, "preview.png"))
+    preview = write_method_preview(setup, state, np.asarray(images[:8]), os.path.join(workdir, "preview.png"))
     if preview:
       logging.info("Wrote %s.", preview)
   if pid == 0 and not summary["stopped_by_signal"]:

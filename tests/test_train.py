@@ -206,7 +206,7 @@ def test_cli_unknown_config_key_is_a_clear_error(tmp_path):
   assert out.returncode != 0
   assert "optimiser" in out.stderr and "optimizer" in out.stderr
   out = _cli(["--config=configs/simclr.py:nosuchpreset", f"--workdir={tmp_path}"], timeout=300)
-  assert out.returncode != 0 and "valid presets: cpu, cifar10, tiny" in out.stderr
+  assert out.returncode != 0 and "valid presets: cpu, cifar10, imagenet, tiny" in out.stderr
   out = _cli(["--config=configs/simclr.py:tiny,bogus=1", f"--workdir={tmp_path}"], timeout=300)
   assert out.returncode != 0 and "Unknown config option 'bogus'" in out.stderr
 

@@ -12,12 +12,14 @@ with no gathers.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 # ITU-R 601 luma weights, as used by torchvision and TF for grayscale conversion.
 _LUMA = (0.299, 0.587, 0.114)
@@ -92,8 +94,10 @@ def _crop_window(key, height: int, width: int, scale, ratio, attempts: int = 10)
   fits = (cw >= 1) & (ch >= 1) & (cw <= width) & (ch <= height)
   first = jnp.argmax(fits)
   in_ratio = width / height
-  fb_w = jnp.where(in_ratio < ratio[0], width, jnp.where(in_ratio > ratio[1], round(height * ratio[1]), width))
-  fb_h = jnp.where(in_ratio < ratio[0], round(width / ratio[0]), height)
+  # Python ints for in-memory images (static shapes); arrays for streamed images of varied sizes.
+  rnd = round if isinstance(height, int) and isinstance(width, int) else jnp.round
+  fb_w = jnp.where(in_ratio < ratio[0], width, jnp.where(in_ratio > ratio[1], rnd(height * ratio[1]), width))
+  fb_h = jnp.where(in_ratio < ratio[0], rnd(width / ratio[0]), height)
   ch = jnp.where(fits.any(), ch[first], fb_h).astype(jnp.float32)
   cw = jnp.where(fits.any(), cw[first], fb_w).astype(jnp.float32)
   # Integer offsets, uniform over the valid positions.
@@ -102,6 +106,49 @@ def _crop_window(key, height: int, width: int, scale, ratio, attempts: int = 10)
   top = jnp.where(fits.any(), top, jnp.floor((height - ch) / 2))
   left = jnp.where(fits.any(), left, jnp.floor((width - cw) / 2))
   return top, left, ch, cw
+
+
+def _crop_key(key: jax.Array, view: int) -> jax.Array:
+  """The crop's key of view `view` of an example with key `key` (as simclr_view splits it)."""
+  return jax.random.split(jax.random.fold_in(key, view), 8)[0]
+
+
+def crop_boxes(seed: int, step: int, global_rows, heights, widths, *, view: int, scale, ratio) -> np.ndarray:
+  """The random-resized-crop boxes the device would draw, computed on the host CPU.
+
+  The streaming input decodes only each view's crop window (sslax/data/streaming.py); the
+  window comes from the same key as the in-memory path's on-device crop, (seed, step, row of
+  the global batch, view), so for images of the same size both paths crop the same boxes.
+
+  Args:
+    seed, step: the run's seed and the training step.
+    global_rows: int (n,) rows of the examples in the global batch.
+    heights, widths: int (n,) full image sizes.
+    view: view index.
+    scale, ratio: crop area and aspect ranges (config.augment.crop_scale/crop_ratio, or
+      local_crop_scale for multi-crop's local views).
+
+  Returns:
+    int32 (n, 4) boxes (top, left, height, width).
+  """
+  if len(global_rows) == 0:
+    return np.zeros((0, 4), np.int32)
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
+    boxes = _crop_boxes_jit(seed, step, np.asarray(global_rows, np.int32), np.asarray(heights, np.int32),
+                            np.asarray(widths, np.int32), view, tuple(float(x) for x in scale),
+                            tuple(float(x) for x in ratio))
+  return np.asarray(boxes)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7))
+def _crop_boxes_jit(seed, step, rows, heights, widths, view, scale, ratio):
+  keys = example_keys(seed, step, rows)
+
+  def one(key, h, w):
+    top, left, ch, cw = _crop_window(_crop_key(key, view), h, w, scale, ratio)
+    return jnp.stack([top, left, ch, cw]).astype(jnp.int32)
+
+  return jax.vmap(one)(keys, heights, widths)
 
 
 def resize_weights(start, length, in_size: int, out_size: int) -> jax.Array:
@@ -196,7 +243,7 @@ def _blur_matrix(size: int, sigma) -> jax.Array:
 
 
 def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int, size: int | None = None,
-                scale: Sequence[float] | None = None) -> jax.Array:
+                scale: Sequence[float] | None = None, precropped: bool = False) -> jax.Array:
   """One augmented view of one image.
 
   Args:
@@ -206,6 +253,9 @@ def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int, size: int | No
     view: view index; selects the per-view blur and solarize probabilities.
     size: output size (default cfg.crop_size); multi-crop's local views are smaller.
     scale: random-resized-crop area range (default cfg.crop_scale).
+    precropped: `image` is already this view's crop at the output size (the streaming input
+      cropped it on the host with `crop_boxes`); only the flip and photometric steps run, with
+      the same keys as for an in-memory image.
 
   Returns:
     float32 (S, S, 3) in [0, 1], S = size.
@@ -217,7 +267,10 @@ def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int, size: int | No
   scale = cfg.crop_scale if scale is None else scale
   x = image.astype(jnp.float32) / 255.0
 
-  top, left, ch, cw = _crop_window(k_crop, height, width, tuple(scale), tuple(cfg.crop_ratio))
+  if precropped:
+    top, left, ch, cw = 0.0, 0.0, float(height), float(width)
+  else:
+    top, left, ch, cw = _crop_window(k_crop, height, width, tuple(scale), tuple(cfg.crop_ratio))
   ry = resize_weights(top, ch, height, size)
   rx = resize_weights(left, cw, width, size)
   rx = jnp.where(jax.random.uniform(k_flip) < cfg.flip_prob, rx[::-1], rx)
@@ -254,6 +307,22 @@ def simclr_views(images: jax.Array, keys: jax.Array, cfg, num_views: int = 2) ->
     list of num_views float32 (B, S, S, 3) arrays in [0, 1].
   """
   return [jax.vmap(lambda im, k, v=v: simclr_view(im, k, cfg, v))(images, keys) for v in range(num_views)]
+
+
+def precropped_views(crops: Sequence[jax.Array], keys: jax.Array, cfg, num_global: int = 2) -> list[jax.Array]:
+  """multicrop_views for views the streaming input already cropped (global views, then local).
+
+  Args:
+    crops: uint8 (B, s, s, 3) per view, from sslax.data.streaming (batch 'view0'.., 'local0'..).
+    keys: (B, 2) per-example keys from example_keys.
+    cfg: augmentation config.
+    num_global: number of full-size views.
+
+  Returns:
+    list of float32 arrays in [0, 1], as multicrop_views.
+  """
+  return [jax.vmap(lambda im, k, v=v: simclr_view(im, k, cfg, v, size=im.shape[0], precropped=True))(crop, keys)
+          for v, crop in enumerate(crops)]
 
 
 def multicrop_views(images: jax.Array, keys: jax.Array, cfg, num_global: int = 2) -> list[jax.Array]:

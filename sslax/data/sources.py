@@ -45,11 +45,15 @@ def default_data_dir(data_dir: str | None) -> str | None:
   return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
 
-def _resize_center_crop_tf(image, size: int):
+def _resize_center_crop_tf(image, size: int, fraction: float = 1.0):
   import tensorflow as tf  # Imported lazily: only data loading needs TensorFlow.
 
   shape = tf.shape(image)
   h, w = shape[0], shape[1]
+  if fraction != 1.0:  # Central square of `fraction` of the shorter side first (ImageNet's 224/256).
+    side = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.minimum(h, w), tf.float32) * fraction), tf.int32))
+    image = image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    h, w = side, side
   scale = tf.cast(size, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
   new_h = tf.maximum(size, tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32))
   new_w = tf.maximum(size, tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32))
@@ -60,7 +64,7 @@ def _resize_center_crop_tf(image, size: int):
 
 
 def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size: int | None = None,
-              process_index: int = 0, process_count: int = 1) -> ImageDataset:
+              process_index: int = 0, process_count: int = 1, center_crop_fraction: float = 1.0) -> ImageDataset:
   """Loads (this process's part of) a TFDS split into memory, offline.
 
   Args:
@@ -71,12 +75,77 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size:
       for datasets whose images differ in size); None keeps the stored size.
     process_index, process_count: each process loads the part
       `tfds.even_splits(split, process_count)[process_index]`.
+    center_crop_fraction: with image_size, first keep the central square of this fraction of
+      the shorter side (0.875: ImageNet's resize-256-crop-224).
 
   Returns:
     ImageDataset.
 
   Raises:
     DatasetNotFoundError: when the prepared dataset is not under data_dir.
+  """
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  builder = tfds_builder(name, data_dir)
+  if str(getattr(builder.info.file_format, "value", builder.info.file_format)) == "array_record":
+    # tf.data cannot read ArrayRecord files; decode through the streaming reader instead.
+    return _load_array_record(builder, name, split, data_dir, image_size, process_index, process_count,
+                              center_crop_fraction)
+  part = tfds.even_splits(split, n=process_count)[process_index] if process_count > 1 else split
+  ds = builder.as_dataset(split=part, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=False))
+  total = builder.info.splits[part].num_examples
+  first = _split_start(builder, split, process_index, process_count)
+  label_feature = builder.info.features["label"] if "label" in builder.info.features else None
+  num_classes = int(label_feature.num_classes) if label_feature is not None else 0
+
+  def prepare(example):
+    image = example["image"]
+    if image_size is not None:
+      image = _resize_center_crop_tf(image, image_size, center_crop_fraction)
+    if image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    label = tf.cast(example["label"], tf.int32) if label_feature is not None else tf.constant(-1, tf.int32)
+    return image, label
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+  images, labels = [], []
+  for batch_images, batch_labels in tfds.as_numpy(ds):
+    images.append(batch_images)
+    labels.append(batch_labels)
+  if not images:
+    raise DatasetNotFoundError(_missing_message(name, builder.data_dir, f"split {part!r} is empty"))
+  images = np.concatenate(images)
+  labels = np.concatenate(labels).astype(np.int32)
+  assert len(images) == total, (len(images), total)
+  return ImageDataset(images=images, labels=labels, num_classes=num_classes,
+                      indices=np.arange(first, first + len(images), dtype=np.int64))
+
+
+def _load_array_record(builder, name, split, data_dir, image_size, process_index, process_count,
+                       center_crop_fraction) -> ImageDataset:
+  """load_tfds for datasets prepared as ArrayRecord: every image decoded by the streaming
+  reader (the central square, resized to image_size with PIL's antialiased bilinear filter)."""
+  import tensorflow_datasets as tfds
+
+  from sslax.data.streaming import StreamingReader, TfdsRecords
+
+  part = tfds.even_splits(split, n=process_count)[process_index] if process_count > 1 else split
+  records = TfdsRecords(name, part, data_dir)
+  size = image_size or records.shape[0]
+  if size is None:
+    raise ValueError(f"{records.description} has images of different sizes: set --config.data.image_size.")
+  images, labels = StreamingReader(records).center_crops(np.arange(len(records)), size, center_crop_fraction)
+  first = _split_start(builder, split, process_index, process_count)
+  return ImageDataset(images=images, labels=labels, num_classes=records.num_classes,
+                      indices=np.arange(first, first + len(images), dtype=np.int64))
+
+
+def tfds_builder(name: str, data_dir: str | None = None):
+  """The prepared TFDS builder of `name` under data_dir (default $TFDS_DATA_DIR), offline.
+
+  Raises:
+    DatasetNotFoundError: the dataset is unknown or not prepared there.
   """
   import tensorflow as tf
   import tensorflow_datasets as tfds
@@ -90,34 +159,7 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size:
     raise DatasetNotFoundError(_missing_message(name, data_dir, str(e))) from e
   if not prepared:
     raise DatasetNotFoundError(_missing_message(name, data_dir, f"no prepared data at {builder.data_dir}"))
-  part = tfds.even_splits(split, n=process_count)[process_index] if process_count > 1 else split
-  ds = builder.as_dataset(split=part, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=False))
-  total = builder.info.splits[part].num_examples
-  first = _split_start(builder, split, process_index, process_count)
-  label_feature = builder.info.features["label"] if "label" in builder.info.features else None
-  num_classes = int(label_feature.num_classes) if label_feature is not None else 0
-
-  def prepare(example):
-    image = example["image"]
-    if image_size is not None:
-      image = _resize_center_crop_tf(image, image_size)
-    if image.shape[-1] == 1:
-      image = tf.image.grayscale_to_rgb(image)
-    label = tf.cast(example["label"], tf.int32) if label_feature is not None else tf.constant(-1, tf.int32)
-    return image, label
-
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-  images, labels = [], []
-  for batch_images, batch_labels in tfds.as_numpy(ds):
-    images.append(batch_images)
-    labels.append(batch_labels)
-  if not images:
-    raise DatasetNotFoundError(_missing_message(name, data_dir, f"split {part!r} is empty"))
-  images = np.concatenate(images)
-  labels = np.concatenate(labels).astype(np.int32)
-  assert len(images) == total, (len(images), total)
-  return ImageDataset(images=images, labels=labels, num_classes=num_classes,
-                      indices=np.arange(first, first + len(images), dtype=np.int64))
+  return builder
 
 
 def _split_start(builder, split: str, process_index: int, process_count: int) -> int:
@@ -160,6 +202,32 @@ def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[s
   """
   from PIL import Image
 
+  files, file_labels, num_classes = list_image_files(directory, extensions)
+  positions = np.arange(len(files))[process_index::process_count]
+  images = np.empty((len(positions), image_size, image_size, 3), np.uint8)
+  labels = np.empty((len(positions),), np.int32)
+  for out, pos in enumerate(positions):
+    path, label = files[pos], file_labels[pos]
+    with Image.open(path) as img:
+      img = img.convert("RGB")
+      scale = image_size / min(img.size)
+      w, h = max(image_size, round(img.size[0] * scale)), max(image_size, round(img.size[1] * scale))
+      img = img.resize((w, h), Image.BICUBIC)
+      left, top = (w - image_size) // 2, (h - image_size) // 2
+      images[out] = np.asarray(img.crop((left, top, left + image_size, top + image_size)))
+    labels[out] = label
+  return ImageDataset(images=images, labels=labels, num_classes=num_classes, indices=positions.astype(np.int64))
+
+
+def list_image_files(directory: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> tuple[list[str], np.ndarray, int]:
+  """The images of `DIR/<class>/**` (labelled by sorted class folder) and `DIR/*` (label -1), sorted.
+
+  Returns:
+    (paths, int32 labels, number of class folders).
+
+  Raises:
+    DatasetNotFoundError: the folder does not exist or holds no images.
+  """
   if not os.path.isdir(directory):
     raise DatasetNotFoundError(f"Image folder {directory!r} does not exist. Point --config.data.folder at a "
                                f"directory of images (optionally one subfolder per class).")
@@ -173,20 +241,7 @@ def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[s
             if n.lower().endswith(exts) and os.path.isfile(os.path.join(directory, n))]
   if not files:
     raise DatasetNotFoundError(f"No images ({', '.join(exts)}) found in {directory!r} or its class subfolders.")
-  positions = np.arange(len(files))[process_index::process_count]
-  images = np.empty((len(positions), image_size, image_size, 3), np.uint8)
-  labels = np.empty((len(positions),), np.int32)
-  for out, pos in enumerate(positions):
-    path, label = files[pos]
-    with Image.open(path) as img:
-      img = img.convert("RGB")
-      scale = image_size / min(img.size)
-      w, h = max(image_size, round(img.size[0] * scale)), max(image_size, round(img.size[1] * scale))
-      img = img.resize((w, h), Image.BICUBIC)
-      left, top = (w - image_size) // 2, (h - image_size) // 2
-      images[out] = np.asarray(img.crop((left, top, left + image_size, top + image_size)))
-    labels[out] = label
-  return ImageDataset(images=images, labels=labels, num_classes=len(classes), indices=positions.astype(np.int64))
+  return [f for f, _ in files], np.asarray([label for _, label in files], np.int32), len(classes)
 
 
 def synthetic_dataset(num_examples: int, *, image_size: int = 32, num_classes: int = 10, seed: int = 0,
@@ -231,28 +286,59 @@ def synthetic_dataset(num_examples: int, *, image_size: int = 32, num_classes: i
   return ImageDataset(images=images, labels=labels, num_classes=num_classes, indices=positions.astype(np.int64))
 
 
-def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count: int = 1) -> ImageDataset:
+def folder_for_split(data_cfg, split: str) -> str:
+  """data.folder for the training split, data.eval_folder for any other."""
+  folder = data_cfg.folder if split == data_cfg.train_split else data_cfg.get("eval_folder")
+  if not folder:
+    raise DatasetNotFoundError(f"No folder for split {split!r}: set --config.data.eval_folder "
+                               f"(or disable the kNN monitor with --config.knn.every_steps=0).")
+  return folder
+
+
+def use_streaming(data_cfg, split: str) -> bool:
+  """Whether `split` streams from disk (data.in_memory False, or None and too big for memory).
+
+  With data.in_memory=None the decoded split's size (examples x image_size^2 x 3 bytes, 256 px
+  assumed for datasets of varied image sizes without data.image_size) is compared with
+  data.max_in_memory_gb.
+  """
+  in_memory = data_cfg.get("in_memory", True)
+  if in_memory is not None or data_cfg.source not in ("tfds", "folder"):
+    return in_memory is False
+  if data_cfg.source == "tfds":
+    builder = tfds_builder(data_cfg.name, data_cfg.data_dir)
+    count = builder.info.splits[split].num_examples
+    side = data_cfg.image_size or builder.info.features["image"].shape[0] or 256
+  else:
+    count = len(list_image_files(folder_for_split(data_cfg, split))[0])
+    side = data_cfg.image_size or 256
+  return count * side * side * 3 > data_cfg.get("max_in_memory_gb", 16.0) * 2**30
+
+
+def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count: int = 1):
   """Loads `split` of the dataset described by `data_cfg` (source 'tfds', 'folder' or 'synthetic').
 
   Args:
-    data_cfg: config with `source`, `name`, `data_dir`, `image_size`, `folder`, `synthetic`.
-    split: a TFDS split; for folders, 'train' reads `folder` and anything else `folder`/../<split>
-      if `eval_folder` is unset.
-    process_index, process_count: which part this process loads.
+    data_cfg: config with `source`, `name`, `data_dir`, `image_size`, `folder`, `synthetic`,
+      and `in_memory` (True, False: stream, None: by size; see use_streaming).
+    split: a TFDS split; for folders, the train split reads `folder` and any other `eval_folder`.
+    process_index, process_count: which part this process loads (in-memory sources).
 
   Returns:
-    ImageDataset.
+    ImageDataset, or a StreamingDataset (sslax.data.streaming) whose images and labels are
+    decoded on demand when the split streams.
   """
+  if use_streaming(data_cfg, split):
+    from sslax.data.streaming import open_streaming
+
+    return open_streaming(data_cfg, split)
   if data_cfg.source == "tfds":
     return load_tfds(data_cfg.name, split, data_dir=data_cfg.data_dir, image_size=data_cfg.image_size,
-                     process_index=process_index, process_count=process_count)
+                     process_index=process_index, process_count=process_count,
+                     center_crop_fraction=data_cfg.get("center_crop_fraction", 1.0))
   if data_cfg.source == "folder":
-    folder = data_cfg.folder if split == data_cfg.train_split else data_cfg.get("eval_folder")
-    if not folder:
-      raise DatasetNotFoundError(f"No folder for split {split!r}: set --config.data.eval_folder "
-                                 f"(or disable the kNN monitor with --config.knn.every_steps=0).")
-    return load_image_folder(folder, image_size=data_cfg.image_size or 32, process_index=process_index,
-                             process_count=process_count)
+    return load_image_folder(folder_for_split(data_cfg, split), image_size=data_cfg.image_size or 32,
+                             process_index=process_index, process_count=process_count)
   if data_cfg.source == "synthetic":
     syn = data_cfg.synthetic
     train = split == data_cfg.train_split

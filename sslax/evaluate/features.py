@@ -98,7 +98,7 @@ def extract_features(feature_fn: Callable[[Any, jax.Array], jax.Array], variable
   Args:
     feature_fn: `fn(variables, global uint8 batch) -> (B, D)`, e.g. from make_feature_fn.
     variables: what feature_fn takes first (model variables, or a TrainState).
-    images: uint8 (N, H, W, 3), identical on every process.
+    images: uint8 (N, H, W, 3), identical on every process (or a streaming dataset's LazyImages).
     batch_size: global batch; rounded up to a multiple of the device count.
     mesh: the mesh.
 
@@ -110,11 +110,12 @@ def extract_features(feature_fn: Callable[[Any, jax.Array], jax.Array], variable
   per_process = batch_size // nproc
   out = []
   for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    valid = len(chunk)
-    if valid < batch_size:  # Pad the last batch so one compiled shape serves every batch.
-      chunk = np.concatenate([chunk, np.zeros((batch_size - valid, *chunk.shape[1:]), chunk.dtype)])
-    local = chunk[pid * per_process:(pid + 1) * per_process]
+    valid = min(batch_size, len(images) - start)
+    # Only this process's rows are read (a streaming dataset decodes them here, batch by batch).
+    first = start + pid * per_process
+    local = np.asarray(images[first:max(first, min(first + per_process, start + valid))])
+    if len(local) < per_process:  # Pad the last batch so one compiled shape serves every batch.
+      local = np.concatenate([local, np.zeros((per_process - len(local), *images.shape[1:]), images.dtype)])
     feats = feature_fn(variables, parallel.to_global_batch({"image": local}, mesh)["image"])
     if nproc > 1:
       from jax.experimental import multihost_utils

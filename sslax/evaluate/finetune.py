@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from sslax import augment, parallel
 from sslax.data import EpochSampler
+from sslax.data.streaming import LazyImages
 from sslax.evaluate.features import extract_features
 from sslax.evaluate.linear import topk_accuracy
 from sslax.evaluate.pretrained import Backbone
@@ -60,6 +61,10 @@ def default_finetune_config() -> ml_collections.ConfigDict:
       trust_coefficient=1e-3, b1=0.9, b2=0.999))
   c.warmup_fraction = 0.05
   c.eval_batch_size = 500
+  # Train only the new head on frozen backbone features (BatchNorm in inference mode): the
+  # augmented linear protocol of SimCLR/BYOL on ImageNet (random resized crops and flips).
+  c.freeze_backbone = False
+  c.fraction_epochs = ()  # Epochs per entry of label_fractions (empty: `epochs` for all).
   return c
 
 
@@ -108,17 +113,34 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
       jax.random.PRNGKey(seed), jnp.zeros((1, _feature_dim(backbone))))["params"]
   params = {"backbone": backbone.variables["params"], "head": head}
   batch_stats = {"backbone": backbone.variables["batch_stats"]}
+  if cfg.get("freeze_backbone", False):  # No update at all to the backbone (not even weight decay).
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               lambda p: {"backbone": jax.tree.map(lambda _: "frozen", p["backbone"]),
+                                          "head": jax.tree.map(lambda _: "train", p["head"])})
   state = parallel.replicate({"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
                               "step": jnp.zeros((), jnp.int32)}, mesh)
+
+  # A streaming training split (sslax.data.streaming) crops each example's view from its full
+  # image on the host; in-memory images are cropped here, on the device.
+  streamed = isinstance(train_images, LazyImages)
+  frozen = cfg.get("freeze_backbone", False)
 
   def local_step(state, images, labels):
     n = images.shape[0]
     index = jax.lax.axis_index(parallel.DATA_AXIS) * n + jnp.arange(n)
     keys = augment.example_keys(seed, state["step"], index)
-    views = augment.simclr_views(images, keys, aug_cfg, num_views=1)[0]
+    if streamed:
+      views = augment.precropped_views([images], keys, aug_cfg, num_global=1)[0]
+    else:
+      views = augment.simclr_views(images, keys, aug_cfg, num_views=1)[0]
     x = (views - jnp.asarray(backbone.config.data.mean)) / jnp.asarray(backbone.config.data.std)
 
     def loss_fn(params):
+      if frozen:  # Gradients reach only the head; the backbone's BN uses its running statistics.
+        params = dict(params, backbone=jax.lax.stop_gradient(params["backbone"]))
+        logits = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x, train=False)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+        return jax.lax.psum(ce, parallel.DATA_AXIS) / (n * jax.lax.axis_size(parallel.DATA_AXIS)), {}
       logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x, train=True,
                                     mutable=["batch_stats"])
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
@@ -135,8 +157,16 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
   sampler = EpochSampler(len(train_images), batch, seed, jax.process_index(), jax.process_count())
   for step in range(steps):
     idx = sampler.indices(step)
-    images = parallel.to_global_batch(train_images[idx], mesh)
-    labels = parallel.to_global_batch(np.asarray(train_labels[idx], np.int32), mesh)
+    if streamed:
+      rows0 = jax.process_index() * len(idx)
+      box_fn = lambda rows, h, w, step=step: [augment.crop_boxes(  # noqa: E731
+          seed, step, rows0 + rows, h, w, view=0, scale=aug_cfg.crop_scale, ratio=aug_cfg.crop_ratio)]
+      (host_images,), host_labels = train_images.reader.random_crops(train_images.positions[idx], box_fn,
+                                                                     [aug_cfg.crop_size])
+    else:
+      host_images, host_labels = train_images[idx], np.asarray(train_labels[idx], np.int32)
+    images = parallel.to_global_batch(host_images, mesh)
+    labels = parallel.to_global_batch(host_labels, mesh)
     state, loss = train_step(state, images, labels)
     if log is not None and ((step + 1) % 50 == 0 or step + 1 == steps):
       log(step + 1, {"finetune_loss": float(loss)})

@@ -72,7 +72,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       data_cfg.train_split = config.train_split
   train = load_dataset(data_cfg, data_cfg.train_split)
   test = load_dataset(data_cfg, data_cfg.eval_split)
-  num_classes = max(train.num_classes, int(train.labels.max()) + 1)
+  num_classes = train.num_classes or int(np.asarray(train.labels).max()) + 1
   train_x, train_y = _limit(train.images, train.labels, config.max_train_examples)
   test_x, test_y = _limit(test.images, test.labels, config.max_test_examples)
   steps_per_epoch = len(train.images) // backbone.config.batch_size
@@ -105,7 +105,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       features[name] = tuple(enc.features(x, config.feature_batch_size, config.image_size,
                                           representation=config.representation) for x in (train_x, test_x)
                              ) + (time.time() - t0,)
-    if config.baselines:
+    if config.baselines and isinstance(train_x, np.ndarray):  # Not for streamed (ImageNet-sized) splits.
       features["raw-pixels"] = (train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0,
                                 test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0, 0.0)
 
@@ -127,15 +127,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              val_top1={str(k): v for k, v in out["val_top1"].items()})
 
   if "finetune" in protocols:
-    for fraction in config.finetune.label_fractions:
+    frozen = config.finetune.get("freeze_backbone", False)
+    for i, fraction in enumerate(config.finetune.label_fractions):
       images, labels = labelled_subset(config, data_cfg, train, workdir, fraction)
+      ft_cfg = config.finetune
+      if config.finetune.get("fraction_epochs"):  # Per-fraction epochs (SimCLR: 60 for 1%, 30 for 10%).
+        ft_cfg = dict_with(ft_cfg, epochs=float(config.finetune.fraction_epochs[i]))
       for name, enc in (("pretrained", backbone), ("scratch", random_backbone(backbone.config, seed=config.seed))):
-        if name == "scratch" and not config.baselines:
+        if name == "scratch" and (not config.baselines or frozen):
           continue
-        out = finetune(enc, images, labels, test_x, test_y, num_classes=num_classes,
-                       cfg=config.finetune, seed=config.seed)
-        record(name, "finetune", f"{fraction * 100:g}%", out["top1"], out["top5"], out["time_s"],
-               steps=out["steps"], train_examples=out["train_examples"])
+        out = finetune(enc, images, labels, test_x, test_y, num_classes=num_classes, cfg=ft_cfg, seed=config.seed)
+        record(name, "linear (augmented)" if frozen else "finetune", f"{fraction * 100:g}%", out["top1"],
+               out["top5"], out["time_s"], steps=out["steps"], train_examples=out["train_examples"])
 
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
