@@ -213,3 +213,25 @@ def test_imagenet_uses_the_standard_tfds_label_subsets(monkeypatch, tmp_path):
   images, labels = run.labelled_subset(config, data_cfg, train_data, str(tmp_path), 0.2)
   assert len(images) == 20 and np.all(np.bincount(labels) == 2)
   assert os.path.exists(subsets.subset_path(str(tmp_path), 0.2, 0))
+
+
+def test_frozen_backbone_linear_protocol_changes_only_the_head(tiny_config):
+  import copy
+
+  from sslax.data import load_dataset
+  from sslax.evaluate.finetune import default_finetune_config, finetune
+
+  data = load_dataset(tiny_config.data, "train")
+  backbone = pretrained.random_backbone(tiny_config)
+  cfg = default_finetune_config()
+  with cfg.unlocked():
+    cfg.update(freeze_backbone=True, batch_size=32, image_size=16, min_steps=4, epochs=0.0, eval_batch_size=64)
+    cfg.optimizer.weight_decay = 5e-2  # Would move a backbone that took part in the update.
+  before = copy.deepcopy(backbone.variables)
+  out = finetune(backbone, data.images[:64], data.labels[:64], data.images[64:128], data.labels[64:128],
+                 num_classes=10, cfg=cfg, mesh=parallel.make_mesh(jax.devices()[:2]), return_variables=True)
+  after = out["variables"]
+  for a, b in zip(jax.tree.leaves((before["params"], before["batch_stats"])),
+                  jax.tree.leaves((after["params"]["backbone"], after["batch_stats"]["backbone"]))):
+    np.testing.assert_array_equal(a, b)
+  assert np.abs(after["params"]["head"]["kernel"]).max() > 0  # The zero-initialised head was trained.

@@ -221,3 +221,22 @@ def test_in_memory_none_streams_only_above_the_size_limit(tiny_config, image_fol
   with config.unlocked():
     config.data.max_in_memory_gb = 1e-5
   assert use_streaming(config.data, "train")
+
+
+def test_streamed_multicrop_local_views_are_cropped_from_the_full_image_too(tiny_config, image_folder):
+  config = _streaming_config(tiny_config, image_folder)
+  with config.unlocked():
+    config.augment.num_local_crops, config.augment.local_crop_size = 2, 8
+    config.augment.local_crop_scale = (0.05, 0.4)
+  data = load_dataset(config.data, "train")
+  step, batch = next(streaming_train_batches(data, batch_size=8, seed=2, start_step=3, augment_cfg=config.augment,
+                                             num_global_views=2))
+  assert [batch[k].shape for k in ("view0", "view1", "local0", "local1")] == [(8, 16, 16, 3)] * 2 + [(8, 8, 8, 3)] * 2
+  # Local view j is view 2 + j of the example's key, with the local area range.
+  record = data.reader.records[int(batch["index"][0])]
+  from sslax.data.streaming import image_shape
+
+  h, w = image_shape(record.data)
+  box = augment.crop_boxes(2, 3, np.array([0]), np.array([h]), np.array([w]), view=3, scale=(0.05, 0.4), ratio=RATIO)
+  np.testing.assert_array_equal(batch["local1"][0], decode_crops(record.data, box, 8)[0])
+  assert box[0, 2] * box[0, 3] <= 0.4 * h * w + h + w

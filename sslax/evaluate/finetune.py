@@ -79,7 +79,8 @@ def _augment_config(cfg) -> ml_collections.ConfigDict:
 
 def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
              test_labels: np.ndarray, *, num_classes: int, cfg: ml_collections.ConfigDict, seed: int = 0,
-             mesh: jax.sharding.Mesh | None = None, log: Callable[[int, dict], None] | None = None) -> dict:
+             mesh: jax.sharding.Mesh | None = None, log: Callable[[int, dict], None] | None = None,
+             return_variables: bool = False) -> dict:
   """Fine-tunes `backbone` with a new head on the given (already subset) labelled images.
 
   Args:
@@ -91,9 +92,10 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
     seed: seed of the head initialisation, sampling and augmentation.
     mesh: device mesh (default: all devices).
     log: optional callback(step, scalars) for the training loss.
+    return_variables: also return the trained {'params', 'batch_stats'} as 'variables'.
 
   Returns:
-    dict with 'top1', 'top5', 'steps', 'train_examples', 'time_s'.
+    dict with 'top1', 'top5', 'steps', 'train_examples', 'time_s' (and 'variables').
   """
   start = time.time()
   mesh = parallel.make_mesh() if mesh is None else mesh
@@ -181,6 +183,8 @@ def finetune(backbone: Backbone, train_images: np.ndarray, train_labels: np.ndar
             "time_s": time.time() - start}
   logging.info("Fine-tuned %d steps on %d examples: top-1 %.4f, top-5 %.4f.", steps, len(train_images),
                acc[1], acc[5])
+  if return_variables:
+    result["variables"] = jax.device_get(variables)
   return result
 
 
