@@ -274,3 +274,93 @@ def dino(student: list[jax.Array], teacher: list[jax.Array], center: jax.Array, 
       total = total + global_mean(-jnp.sum(target * log_p, axis=-1), axis_name)
       pairs += 1
   return total / pairs
+
+
+# ----------------------------------------------------------------------------- image-text
+
+
+def clip_loss(image_emb: jax.Array, text_emb: jax.Array, *, logit_scale: jax.Array, max_scale: float = 100.0,
+              axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """CLIP's symmetric InfoNCE (Radford et al. 2021) over the global batch of image-text pairs.
+
+  Image and text embeddings are L2-normalised and all-gathered (gradients flow back through
+  the gathers), so every image is contrasted with every text of the global batch and vice
+  versa; pair i's positive is text i. The logit scale is exp(logit_scale) clipped at
+  `max_scale` (100 in the paper), i.e. a temperature of at least 0.01.
+
+  Args:
+    image_emb, text_emb: (n_local, d) projections of this device's pairs (unnormalised).
+    logit_scale: scalar log of the inverse temperature (learned; CLIP initialises log(1/0.07)).
+    max_scale: the clip on exp(logit_scale).
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (mean of the image->text and text->image cross-entropies over the global batch,
+     {'image_to_text_top1', 'text_to_image_top1', 'logit_scale'}).
+  """
+  img = l2_normalize(image_emb.astype(jnp.float32))
+  txt = l2_normalize(text_emb.astype(jnp.float32))
+  scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), max_scale)
+  n = img.shape[0]
+  labels = device_offset(n, axis_name) + jnp.arange(n)
+  metrics = {"logit_scale": scale}
+  total = 0.0
+  for name, q, keys in (("image_to_text", img, all_gather(txt, axis_name)),
+                        ("text_to_image", txt, all_gather(img, axis_name))):
+    logits = scale * (q @ keys.T)  # (n_local, N)
+    row_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=1)[:, 0]
+    total = total + global_mean(row_loss, axis_name)
+    metrics[f"{name}_top1"] = global_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), axis_name)
+  return total / 2.0, metrics
+
+
+def _sigmoid_pair_loss(img: jax.Array, txt: jax.Array, scale: jax.Array, bias: jax.Array,
+                       positives: bool) -> jax.Array:
+  """Sum of -log sigmoid(label * (scale * img . txt + bias)) over an (n, m) block of pairs;
+  labels are +1 on the block's diagonal when `positives`, else all -1."""
+  logits = scale * (img @ txt.T) + bias
+  labels = 2.0 * jnp.eye(*logits.shape, dtype=logits.dtype) - 1.0 if positives else -jnp.ones_like(logits)
+  return -jnp.sum(jax.nn.log_sigmoid(labels * logits))
+
+
+def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, *, logit_scale: jax.Array, logit_bias: jax.Array,
+                axis_name: str | None = None, chunked: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) over the global batch.
+
+  Every (image, text) pair of the global batch is a binary problem: label +1 for the true
+  pair, -1 otherwise; the loss is the sum over all N^2 pairs of -log sigmoid(label * (t x.y + b))
+  divided by N. With `chunked` (the paper's efficient implementation) no device ever holds
+  more than its n x n block of logits: it scores its images against its own texts, then
+  passes the texts one device along the ring (`ppermute`) and scores the next block, D - 1
+  times. Without it, the texts are all-gathered and the n x N logits formed at once; both
+  give the same loss and gradients.
+
+  Args:
+    image_emb, text_emb: (n_local, d) projections (unnormalised).
+    logit_scale: scalar log of t (SigLIP initialises t = 10, i.e. log 10).
+    logit_bias: scalar b (initialised at -10).
+    axis_name: data axis, or None on one device.
+    chunked: pass text chunks around the ring instead of all-gathering them.
+
+  Returns:
+    (loss, {'logit_scale', 'logit_bias'}).
+  """
+  img = l2_normalize(image_emb.astype(jnp.float32))
+  txt = l2_normalize(text_emb.astype(jnp.float32))
+  scale, bias = jnp.exp(logit_scale.astype(jnp.float32)), logit_bias.astype(jnp.float32)
+  n = img.shape[0]
+  n_global = global_count(n, axis_name)
+  metrics = {"logit_scale": scale, "logit_bias": bias}
+  if axis_name is None:
+    return _sigmoid_pair_loss(img, txt, scale, bias, True) / n_global, metrics
+  devices = jax.lax.axis_size(axis_name)
+  if not chunked:
+    logits = scale * (img @ all_gather(txt, axis_name).T) + bias  # (n, N)
+    labels = 2.0 * (jnp.arange(logits.shape[1])[None, :] == (device_offset(n, axis_name) + jnp.arange(n))[:, None]) - 1.0
+    return global_sum(-jnp.sum(jax.nn.log_sigmoid(labels * logits)), axis_name) / n_global, metrics
+  total = _sigmoid_pair_loss(img, txt, scale, bias, True)
+  ring = [(d, (d + 1) % devices) for d in range(devices)]
+  for _ in range(devices - 1):
+    txt = jax.lax.ppermute(txt, axis_name, ring)  # The texts of the previous device on the ring.
+    total = total + _sigmoid_pair_loss(img, txt, scale, bias, False)
+  return global_sum(total, axis_name) / n_global, metrics

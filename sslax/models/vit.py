@@ -76,6 +76,7 @@ class SelfAttention(nn.Module):
 
   num_heads: int
   dtype: Any = jnp.float32
+  causal: bool = False  # Token t attends to tokens <= t only (text towers).
 
   @nn.compact
   def __call__(self, x):
@@ -84,7 +85,7 @@ class SelfAttention(nn.Module):
     qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=_dense_init, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
     # (B, T, heads, head_dim) each; softmax(q k^T / sqrt(head_dim)) v.
-    y = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+    y = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], is_causal=self.causal)
     return nn.Dense(width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(
         y.reshape(batch, tokens, width))
 
@@ -97,18 +98,20 @@ class TransformerBlock(nn.Module):
     mlp_ratio: MLP hidden width / token width.
     drop_path_rate: probability of dropping each residual branch while training.
     dtype: computation dtype.
+    causal: causal self-attention (text towers).
   """
 
   num_heads: int
   mlp_ratio: float = 4.0
   drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     width = x.shape[-1]
     y = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm1")(x)
-    y = SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(y)
+    y = SelfAttention(self.num_heads, dtype=self.dtype, causal=self.causal, name="attn")(y)
     x = x + _drop_path(self, y, self.drop_path_rate, train)
     y = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm2")(x)
     y = nn.Dense(int(width * self.mlp_ratio), dtype=self.dtype, kernel_init=_dense_init, name="fc1")(y)
