@@ -58,6 +58,7 @@ class Field:
     gt, ge, lt, le: bounds (exclusive / inclusive); None for no bound.
     integer: the value must be an integer.
     choices: the value must be one of these.
+    text: the value must be a non-empty string.
   """
 
   default: Any
@@ -68,9 +69,12 @@ class Field:
   le: float | None = None
   integer: bool = False
   choices: tuple | None = None
+  text: bool = False  # The value is a string (or each element of a tuple of strings).
 
   def describe(self) -> str:
     """The valid range in words, e.g. 'a number > 0 and <= 1'."""
+    if self.text:
+      return "a non-empty string"
     if self.choices is not None:
       return "one of " + ", ".join(map(repr, self.choices))
     parts = [f"{op} {bound}" for op, bound in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
@@ -78,6 +82,8 @@ class Field:
     return ("an integer" if self.integer else "a number") + (" " + " and ".join(parts) if parts else "")
 
   def accepts(self, value: Any) -> bool:
+    if self.text:
+      return isinstance(value, str) and bool(value)
     if self.choices is not None:
       return value in self.choices
     if isinstance(value, bool) or not isinstance(value, (int, float)):

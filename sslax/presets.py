@@ -85,6 +85,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.num_prototypes = 0  # The prototype layer's K.
   c.model.classifier = None  # A head config (mlp_head) over grouped projections (jigsaw, relative patch).
   c.model.decoder = None  # A decoder config (conv_decoder) for the autoencoders.
+  c.model.text = None  # A text tower config (text_tower) for image-text methods (CLIP, SigLIP).
   c.model.patch_size = 4  # ViT backbones: 4x4 patches on 32x32 CIFAR images.
 
   c.optimizer = ml_collections.ConfigDict()
@@ -213,6 +214,16 @@ def mlp_head(hidden_dims, output_dim: int, *, use_bn: bool = True, last_bn: bool
 def conv_decoder(width: int, num_upsamples: int = 3, out_channels=3) -> ml_collections.ConfigDict:
   """A decoder head config (see models.ConvDecoder; a tuple of out_channels: models.SplitDecoder)."""
   return ml_collections.ConfigDict(dict(width=width, num_upsamples=num_upsamples, out_channels=out_channels))
+
+
+def text_tower(width: int, depth: int, num_heads: int = 4, max_len: int = 64, *,
+               logit_scale_init: float = 2.6593, logit_bias_init: float = -10.0) -> ml_collections.ConfigDict:
+  """A text tower config (see models.text.TextTower): a causal Transformer over byte tokens.
+
+  logit_scale_init defaults to CLIP's log(1/0.07); SigLIP uses log(10) = 2.3026 and bias -10.
+  """
+  return ml_collections.ConfigDict(dict(width=width, depth=depth, num_heads=num_heads, max_len=max_len,
+                                        logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init))
 
 
 def preset_width(preset: str, cifar10: int, cpu: int = 512, tiny: int = 32) -> int:

@@ -274,7 +274,8 @@ def batch_keys(setup: Setup, streaming: bool = False) -> tuple[str, ...]:
   the online probe, indices if the method needs them."""
   images = streamed_view_keys(setup) + ("index",) if streaming else ("image",)
   index = ("index",) if setup.method.needs_index and not streaming else ()
-  return images + (("label",) if setup.num_classes else ()) + index
+  label = ("label",) if setup.num_classes or setup.method.needs_label else ()
+  return images + label + index
 
 
 def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) -> Callable[[Callable], TrainState]:

@@ -188,6 +188,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpointer.close()
   writer.close()
   finished = summary["step"] >= setup.total_steps or summary.get("stopped_by_time_budget")
+  if finished and not summary["stopped_by_signal"] and knn_monitor is not None:
+    extra = setup.method.final_metrics(
+        setup.model, {"params": state.params, "batch_stats": state.batch_stats}, knn_monitor.test_images,
+        np.asarray(knn_monitor.test_labels), mesh=mesh, data_cfg=config.data, batch_size=config.knn.batch_size)
+    if extra:
+      logging.info("%s at the end: %s", config.method, ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+      summary.update(extra)
   if pid == 0 and finished and not summary["stopped_by_signal"]:
     images = knn_monitor.test_images if knn_monitor else train_data.images
     preview = write_method_preview(setup, state, np.asarray(images[:8]), os.path.join(workdir, "preview.png"))

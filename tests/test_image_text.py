@@ -136,3 +136,28 @@ def test_byte_tokens_and_the_causal_text_tower_read_up_to_the_end_token():
   before = tokens.copy()
   before[0, 2] = 60
   assert np.abs(np.asarray(model.apply(variables, jnp.asarray(before)))[0] - np.asarray(out)[0]).max() > 1e-4
+
+
+def test_clip_method_captions_its_labels_and_reports_zero_shot_and_retrieval(tmp_path):
+  import copy
+
+  from reference import load_config
+  from sslax import train
+  from sslax.methods.clip import CIFAR10_CLASSES, CLIP
+
+  config, _ = load_config("clip", **{"data.source": "synthetic", "data.synthetic.num_train_examples": 64,
+                                     "data.synthetic.num_eval_examples": 32, "knn.at_end": True})
+  method = CLIP(copy.deepcopy(config), total_steps=6)
+  labels = jnp.array([0, 3, 9, 3])
+  tokens = np.asarray(method.captions(labels, jnp.int32(5), None))
+  texts = [bytes(int(t) - 3 for t in row if t > END).decode() for row in tokens]
+  for text, label in zip(texts, [0, 3, 9, 3]):
+    assert CIFAR10_CLASSES[label] in text and text in zero_shot.prompts([CIFAR10_CLASSES[label]])
+  # Templates are drawn per example and step: over 64 captions of one class, several templates appear.
+  many = np.asarray(method.captions(jnp.zeros(64, jnp.int32), jnp.int32(1), None))
+  assert len({row.tobytes() for row in many}) > 3
+
+  summary = train.train_and_evaluate(config, str(tmp_path / "w"), mesh=parallel.make_mesh(jax.devices()[:2]))
+  for key in ("zero_shot_top1", "zero_shot_top5", "image_to_text_r@1", "text_to_image_r@5", "knn_top1"):
+    assert 0.0 <= summary[key] <= 1.0
+  assert summary["zero_shot_top5"] >= summary["zero_shot_top1"] and np.isfinite(summary["loss"])

@@ -36,7 +36,11 @@ NUM_EXAMPLES, INDEX_BOUND = 32, 40
 # 16-row batches and sum d^2 correlation terms, which amplifies that rounding over three steps
 # to up to 4e-4 of a leaf's scale; their losses still agree to 1e-5 at every step, and per-device
 # statistics (the bug to catch) change the loss by over 1e-3 (test_redundancy_reduction.py).
-TOLERANCE = {"barlow_twins": (2e-3, 1e-3), "vicreg": (2e-3, 1e-3)}
+# CLIP's text tower: the key part of the attention's qkv bias has an identically zero gradient
+# (softmax is invariant to adding q.b to a query's logits), so its gradient is float32 rounding
+# noise that differs between 8 and 1 devices, and AdamW normalises that noise into steps of
+# +-lr; after three steps those entries differ by up to 3 lr (< 1e-4) while the gradients agree.
+TOLERANCE = {"barlow_twins": (2e-3, 1e-3), "vicreg": (2e-3, 1e-3), "clip": (1e-4, 1e-4)}
 
 
 def _config(name):

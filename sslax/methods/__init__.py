@@ -31,6 +31,7 @@ _REGISTERED = (
     "sslax.methods.split_brain.SplitBrain",
     "sslax.methods.counting.Counting",
     "sslax.methods.context_encoder.ContextEncoder",
+    "sslax.methods.clip.CLIP",
 )
 
 

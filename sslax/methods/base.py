@@ -8,7 +8,8 @@ through this surface:
   `config_fields` (that section's fields with defaults and valid ranges), `heads` (which of
   projector / predictor / prototypes / classifier / decoder the model has), `num_views` (global
   views per image), `supports_multicrop` (also takes `augment.num_local_crops` smaller views),
-  `needs_index` (the loss reads `batch['index']`, dataset positions) and `classifier_group`
+  `needs_index` (the loss reads `batch['index']`, dataset positions), `needs_label` (the loss
+  reads `batch['label']`: captions made from class names) and `classifier_group`
   (how many consecutive inputs' projections one row of the classifier head reads);
 - `init_state(params, rng)`: method state kept in TrainState.method_state (EMA target
   params, a key queue, a centre, a memory bank; `{}` when stateless);
@@ -17,6 +18,8 @@ through this surface:
   `axis_name` (sslax.parallel), so `loss` is the global-batch loss on every device;
 - `post_update(state)`: a pure update after the optimizer step (EMA targets);
 - `before_training(state, forward_pass)`: runs once before step 0 (memory fills);
+- `final_metrics(model, variables, images, labels, ...)`: evaluation of its own when training
+  ends (zero-shot accuracy and retrieval of image-text methods);
 - `preview(model, variables, images, keys)`: image columns (corrupted inputs,
   reconstructions, colourisations) that the trainer writes to `<workdir>/preview.png` at
   the end of training.
@@ -33,12 +36,13 @@ import ml_collections
 
 from sslax.config_utils import ConfigError, Field, check_section, section_defaults
 
-HEADS = ("projector", "predictor", "prototypes", "classifier", "decoder")
+HEADS = ("projector", "predictor", "prototypes", "classifier", "decoder", "text")
 # The model config field that switches each optional head on.
 _HEAD_FIELDS = {"predictor": ("model.predictor", "a head config, e.g. sslax.presets.mlp_head((4096,), 256)"),
                 "prototypes": ("model.num_prototypes", "the number of prototypes K > 0"),
                 "classifier": ("model.classifier", "a head config, e.g. sslax.presets.mlp_head((512,), 100)"),
-                "decoder": ("model.decoder", "a decoder config, e.g. sslax.presets.conv_decoder(256)")}
+                "decoder": ("model.decoder", "a decoder config, e.g. sslax.presets.conv_decoder(256)"),
+                "text": ("model.text", "a text tower config, e.g. sslax.presets.text_tower(256, 4)")}
 
 
 @flax.struct.dataclass
@@ -86,6 +90,7 @@ class Method:
   num_views: ClassVar[int] = 2
   supports_multicrop: ClassVar[bool] = False
   needs_index: ClassVar[bool] = False
+  needs_label: ClassVar[bool] = False
   classifier_group: ClassVar[int] = 1
 
   def __init__(self, config: ml_collections.ConfigDict, *, total_steps: int = 1, steps_per_epoch: int = 1,
@@ -116,7 +121,7 @@ class Method:
     model = config.model
     configured = {"projector": True, "predictor": bool(model.get("predictor")),
                   "prototypes": bool(model.get("num_prototypes")), "classifier": bool(model.get("classifier")),
-                  "decoder": bool(model.get("decoder"))}
+                  "decoder": bool(model.get("decoder")), "text": bool(model.get("text"))}
     for head, (field, hint) in _HEAD_FIELDS.items():
       if head in cls.heads and not configured[head]:
         raise ConfigError(f"{cls.name} needs a {head} head: set config.{field} ({hint}).")
@@ -180,6 +185,24 @@ class Method:
     """
     del forward_pass
     return state
+
+  def final_metrics(self, model, variables: dict, images, labels, *, mesh, data_cfg, batch_size: int) -> dict:
+    """Method-specific evaluation when training ends (zero-shot accuracy of image-text
+    methods); none by default. Called on every process (it may extract features over the mesh).
+
+    Args:
+      model: the SSLModel.
+      variables: {'params', 'batch_stats'} of the trained model.
+      images, labels: the kNN monitor's evaluation images (uint8) and labels.
+      mesh: the training mesh.
+      data_cfg: config.data (normalisation).
+      batch_size: feature-extraction batch.
+
+    Returns:
+      {metric name: float}, added to the run's summary and metrics.
+    """
+    del model, variables, images, labels, mesh, data_cfg, batch_size
+    return {}
 
   def preview(self, model, variables: dict, images: jax.Array, keys: jax.Array) -> list[jax.Array]:
     """Columns of `<workdir>/preview.png`, written when training ends; none by default.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from sslax.models.heads import ConvDecoder, MLPHead, Prototypes, SplitDecoder
 from sslax.models.inputs import LightnessInput, SplitBrainBackbone
 from sslax.models.resnet import RESNET_DEPTHS, BasicBlock, BottleneckBlock, ResNet
+from sslax.models.text import build_text_tower
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 VITS = ("vit_test", "vit_tiny", "vit_small", "vit_base")
@@ -84,6 +85,8 @@ class SSLModel(nn.Module):
       pair), or None.
     classifier_group: inputs per classifier row.
     decoder: features -> (B, H, W, 3) reconstruction of the input's size (autoencoders), or None.
+    text: caption tokens -> text projection in the projector's space, with the loss's learned
+      logit scale and bias (image-text methods: CLIP, SigLIP), or None.
   """
 
   backbone: nn.Module
@@ -93,26 +96,34 @@ class SSLModel(nn.Module):
   classifier: nn.Module | None = None
   classifier_group: int = 1
   decoder: nn.Module | None = None
+  text: nn.Module | None = None
 
   @property
   def init_batch_size(self) -> int:
     """A batch size that initialises every head (the classifier reads groups of inputs)."""
     return 2 * self.classifier_group
 
-  def __call__(self, x, train: bool = True, predict: bool = True, pretext: bool = False) -> dict[str, Any]:
+  def __call__(self, x, train: bool = True, predict: bool = True, pretext: bool = False,
+               tokens=None) -> dict[str, Any]:
     """Args:
       x: (B, H, W, 3) normalised images.
       train: batch statistics in BatchNorm when True.
       predict: run the predictor; False for a target network, which has no predictor params.
       pretext: run the pretext-task heads, the grouped classifier (B must be a multiple of
         classifier_group) and the decoder; evaluation, which reads features, leaves them off.
+      tokens: int (B_t, L) caption tokens for the text tower (image-text methods).
 
     Returns:
       {'features'} plus 'projection', 'prediction', 'scores', 'logits' and/or
-      'reconstruction' when those heads exist (and are asked for).
+      'reconstruction' when those heads exist (and are asked for), and the text tower's
+      'text_projection', 'logit_scale' and 'logit_bias' when it exists and tokens are given.
     """
     features = self.backbone(x, train=train)
     out = {"features": features}
+    if self.text is not None and (tokens is not None or self.is_initializing()):
+      if tokens is None:  # Initialisation creates the text tower's parameters too.
+        tokens = jnp.zeros((1, self.text.transformer.max_len), jnp.int32).at[:, 1].set(2)
+      out.update(self.text(tokens, train=train))
     if self.decoder is not None and pretext:
       out["reconstruction"] = self.decoder(features, x.shape[1:3], train=train)
     if self.projector is None:
@@ -143,8 +154,8 @@ def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: 
       read when 'predictor' is in heads), `num_prototypes` (read when 'prototypes' is),
       `classifier` (a head config, read when 'classifier' is) and `decoder` (width and
       num_upsamples, read when 'decoder' is).
-    heads: subset of ('projector', 'predictor', 'prototypes', 'classifier', 'decoder'); the
-      method validates that the config has what it declares.
+    heads: subset of ('projector', 'predictor', 'prototypes', 'classifier', 'decoder', 'text');
+      the method validates that the config has what it declares.
     bn_axis_name: mesh axis for global BatchNorm statistics.
     classifier_group: inputs whose projections one classifier row concatenates.
     normalization: (mean, std) of the images, for backbones on Lab channels (build_backbone).
@@ -160,6 +171,7 @@ def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: 
       classifier=_mlp(model_cfg.classifier, bn_axis_name) if "classifier" in heads else None,
       classifier_group=classifier_group,
       decoder=_decoder(model_cfg.decoder, bn_axis_name) if "decoder" in heads else None,
+      text=build_text_tower(model_cfg.text, model_cfg.projector.output_dim) if "text" in heads else None,
   )
 
 

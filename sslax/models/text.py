@@ -66,3 +66,36 @@ class TextTransformer(nn.Module):
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
     end = jnp.argmax(tokens == END, axis=1)  # Causal: the end token has read the whole caption.
     return jnp.take_along_axis(x, end[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+class TextTower(nn.Module):
+  """The text side of an image-text model: TextTransformer, a linear projection to the shared
+  space, and the learned logit scale (log of the inverse temperature) and bias of the loss.
+
+  Attributes:
+    transformer: the TextTransformer.
+    output_dim: shared embedding width (the image projector's output_dim).
+    logit_scale_init: initial log scale (CLIP: log(1/0.07); SigLIP: log 10).
+    logit_bias_init: initial bias (SigLIP: -10; unused by CLIP's loss).
+  """
+
+  transformer: TextTransformer
+  output_dim: int
+  logit_scale_init: float = float(np.log(1 / 0.07))
+  logit_bias_init: float = -10.0
+
+  @nn.compact
+  def __call__(self, tokens, train: bool = True):
+    features = self.transformer(tokens, train=train)
+    projection = nn.Dense(self.output_dim, use_bias=False, name="projection")(features)
+    scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
+    bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
+    return {"text_projection": projection, "logit_scale": scale, "logit_bias": bias}
+
+
+def build_text_tower(cfg, output_dim: int, dtype=jnp.float32) -> TextTower:
+  """A TextTower from a config with width, depth, num_heads, max_len, logit_scale_init, logit_bias_init."""
+  return TextTower(TextTransformer(width=cfg.width, depth=cfg.depth, num_heads=cfg.num_heads, max_len=cfg.max_len,
+                                   dtype=dtype),
+                   output_dim=output_dim, logit_scale_init=float(cfg.logit_scale_init),
+                   logit_bias_init=float(cfg.logit_bias_init))
