@@ -12,10 +12,18 @@ Presets (`--config=configs/clip.py:PRESET`):
            settings are CLIP's, scaled down. `cifar10,loss=siglip` uses SigLIP's loss
            (temperature init 10, bias -10).
   cpu      (default) ResNet-18 x0.25 at 20x20 crops, a 2-block 128-wide text tower, batch 128,
-           about 20 minutes on 2 CPU cores (not yet benchmarked).
+           4 epochs: about 21 minutes on 2 CPU cores (150 images/s; BENCHMARKS.md, "CLIP on
+           templated CIFAR-10").
   tiny     A few steps of a tiny model, for tests.
 
 Option `loss=clip|siglip` picks the loss (`--config.clip.loss` does the same).
+
+Your own image-caption pairs: `--config.clip.captions=dataset` with a folder of images and a
+caption file per image (`--config.data.source=folder --config.data.folder=DIR
+--config.data.captions=txt`, DIR/cat1.jpg + DIR/cat1.txt, one caption per line) or a CSV of
+(path, caption) rows (`--config.data.captions=captions.csv`), or a TFDS dataset with a caption
+feature (`--config.data.name=coco_captions --config.data.caption_feature=captions/text
+--config.data.image_size=64`); up to `data.max_captions` per image, one drawn per step.
 """
 import ml_collections
 
@@ -37,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   width, depth, dim = {"cifar10": (256, 4, 512), "cpu": (128, 2, 128), "tiny": (32, 1, 16)}[preset]
   c.model.projector = mlp_head((), dim, use_bn=False)  # CLIP's image projection is linear.
   c.model.text = text_tower(width, depth, num_heads=4, max_len=48, logit_scale_init=scale_init)
+  c.data.caption_max_len = c.model.text.get_ref("max_len")  # Dataset captions: the text tower's length.
   c.optimizer.name = "adamw"
   c.optimizer.b2 = 0.98
   c.optimizer.base_learning_rate = 5e-4
@@ -49,4 +58,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.warmup_epochs = 2.0
   elif preset == "cpu":
     c.optimizer.base_learning_rate = 1e-3
+    c.total_epochs = 4.0  # 1,560 steps at 0.85 s: the text tower and one view cost more per image than SimCLR.
   return c.lock()

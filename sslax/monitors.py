@@ -101,13 +101,20 @@ class KNNMonitor:
   def __init__(self, config, model, mesh: jax.sharding.Mesh, train_data: ImageDataset, test_data: ImageDataset):
     knn_cfg = config.knn
     self.config, self.mesh = config, mesh
-    limit = lambda d, n: (d.images, d.labels) if n is None else (d.images[:n], d.labels[:n])
+    # Inputs are images, or a table's {'numeric', 'categorical'} columns.
+    limit = lambda d, n: (d.inputs, d.labels) if n is None else (jax.tree.map(lambda a: a[:n], d.inputs),  # noqa: E731
+                                                                 d.labels[:n])
     self.train_images, self.train_labels = limit(train_data, knn_cfg.max_train_examples)
     self.test_images, self.test_labels = limit(test_data, knn_cfg.max_test_examples)
+    captions = getattr(test_data, "captions", None)  # Image-text datasets: for retrieval at the end.
+    self.test_captions = captions if captions is None or knn_cfg.max_test_examples is None else \
+        captions[:knn_cfg.max_test_examples]
     self.num_classes = train_data.num_classes or int(np.asarray(train_data.labels).max()) + 1
-    size = knn_cfg.image_size or self.train_images.shape[1]
+    tile = 0
+    if not isinstance(self.train_images, dict):
+      tile = grid_tile_size(config, knn_cfg.image_size or self.train_images.shape[1])
     self.feature_fn = make_feature_fn(model, config.data, mesh=mesh, dtype=config.model.dtype,
-                                      image_size=knn_cfg.image_size, tile_size=grid_tile_size(config, size))
+                                      image_size=knn_cfg.image_size, tile_size=tile)
 
   def __call__(self, state) -> dict[str, float]:
     """{'knn_top1', 'knn_time_s'} of the TrainState's online backbone."""

@@ -54,6 +54,13 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.data.on_corrupt = "skip"  # Streaming: 'skip' a corrupt image (one warning naming it) or 'error'.
   c.data.folder = ""  # For source='folder': DIR/<class>/*.jpg or DIR/*.jpg.
   c.data.eval_folder = ""
+  # Image-text methods (CLIP): captions of each image. Folders: 'txt' (<image stem>.txt beside
+  # each image, a caption per line) or a CSV file of (path, caption) rows. TFDS: a text feature
+  # ('captions/text' for coco_captions). Up to max_captions per image, caption_max_len byte tokens each.
+  c.data.captions = ""
+  c.data.caption_feature = ""
+  c.data.max_captions = 5
+  c.data.caption_max_len = 64
   c.data.mean = CIFAR_MEAN
   c.data.std = CIFAR_STD
   # source='synthetic': deterministic random images, no files and no TensorFlow (tests, benchmarks).

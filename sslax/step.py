@@ -34,7 +34,7 @@ CONFIG_CHOICES = {
     "model.input": INPUTS,
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
-    "data.source": ("tfds", "folder", "synthetic"),
+    "data.source": ("tfds", "folder", "synthetic", "csv", "sklearn"),
     "data.on_corrupt": ("skip", "error"),
 }
 
@@ -58,6 +58,7 @@ class Setup:
   steps_per_epoch: int
   num_classes: int = 0  # > 0: an online linear probe is trained on stop_gradient(features).
   probe_tx: optax.GradientTransformation | None = None
+  input_shapes: dict | None = None  # Per-row shapes of a table's inputs; None for images.
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -67,7 +68,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
-                mesh: jax.sharding.Mesh | None = None, num_classes: int = 0, index_bound: int | None = None) -> Setup:
+                mesh: jax.sharding.Mesh | None = None, num_classes: int = 0, index_bound: int | None = None,
+                input_shapes: dict | None = None) -> Setup:
   """Validates the config and builds mesh, model, method and optimizer.
 
   Args:
@@ -78,6 +80,8 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
       online linear probe is trained (0: no labels, no probe).
     index_bound: 1 + the largest dataset index of a training example (default
       num_train_examples); sizes memory banks (DeepCluster v2).
+    input_shapes: for tables, the per-row shapes of {'numeric', 'categorical'}
+      (TableDataset.input_shapes), from which the encoder is initialised.
 
   Returns:
     Setup.
@@ -99,7 +103,19 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
   return Setup(config=config, mesh=mesh, model=model, method=method, tx=tx, schedule=schedule,
                total_steps=total_steps, warmup_steps=warmup_steps, steps_per_epoch=steps_per_epoch,
                num_classes=num_classes if probe else 0,
-               probe_tx=optax.adam(config.online_probe.learning_rate) if probe else None)
+               probe_tx=optax.adam(config.online_probe.learning_rate) if probe else None,
+               input_shapes=input_shapes)
+
+
+def example_input(setup: Setup, batch: int) -> Any:
+  """Zeros shaped like `batch` rows of the model's input (images, or a table's columns)."""
+  if setup.input_shapes:
+    from sslax.data.tabular import TABLE_KEYS
+
+    dtypes = {"numeric": jnp.float32, "categorical": jnp.int32}
+    return {k: jnp.zeros((batch, *setup.input_shapes[k]), dtypes[k]) for k in TABLE_KEYS}
+  size = setup.config.augment.crop_size
+  return jnp.zeros((batch, size, size, 3), jnp.float32)
 
 
 def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
@@ -109,8 +125,7 @@ def create_train_state(setup: Setup, rng: jax.Array) -> TrainState:
   jitted initialiser places the state on every device of the mesh.
   """
   model, method, tx = setup.model, setup.method, setup.tx
-  size = setup.config.augment.crop_size
-  dummy = jnp.zeros((model.init_batch_size, size, size, 3), jnp.float32)
+  dummy = example_input(setup, model.init_batch_size)
 
   def init(rng):
     model_rng, method_rng = jax.random.split(rng)
@@ -149,6 +164,8 @@ def augmented_views(setup: Setup, step: jax.Array, batch: dict) -> list[jax.Arra
   ('view0'.., 'local0'..: only flips and colour run here).
   """
   config, axis = setup.config, parallel.DATA_AXIS
+  if setup.method.modality == "table":  # The method corrupts the rows itself (SCARF).
+    return [{"numeric": batch["numeric"], "categorical": batch["categorical"]}]
   n_local = batch["index"].shape[0] if "index" in batch else batch["image"].shape[0]
   global_index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
   keys = augment.example_keys(config.seed, step, global_index)
@@ -272,10 +289,15 @@ def make_train_step(setup: Setup, return_grads: bool = False) -> Callable[[Train
 def batch_keys(setup: Setup, streaming: bool = False) -> tuple[str, ...]:
   """The batch fields the step reads: images (or streamed views and their indices), labels for
   the online probe, indices if the method needs them."""
+  label = ("label",) if setup.num_classes or setup.method.needs_label else ()
+  if setup.method.modality == "table":
+    from sslax.data.tabular import DONOR_KEYS, TABLE_KEYS
+
+    return TABLE_KEYS + DONOR_KEYS + ("index",) + label
   images = streamed_view_keys(setup) + ("index",) if streaming else ("image",)
   index = ("index",) if setup.method.needs_index and not streaming else ()
-  label = ("label",) if setup.num_classes or setup.method.needs_label else ()
-  return images + label + index
+  caption = ("caption",) if setup.method.needs_caption else ()
+  return images + label + index + caption
 
 
 def make_forward_pass(setup: Setup, state: TrainState, batches: Iterable[dict]) -> Callable[[Callable], TrainState]:

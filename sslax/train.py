@@ -26,8 +26,7 @@ from sslax.data import load_dataset, train_batches
 from sslax.data.streaming import StreamingDataset, streaming_train_batches
 from sslax.metrics import MetricWriter, Progress, plot_training_curves, quiet_library_logs, read_metrics
 from sslax.monitors import KNNMonitor, warn_if_collapsing, write_method_preview
-from sslax.step import (Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step,
-                        streamed_view_keys)
+from sslax.step import Setup, batch_keys, build_setup, create_train_state, make_forward_pass, make_train_step
 from sslax.step import validate_config
 
 
@@ -142,7 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     has_labels = bool(train_data.num_classes) or bool((train_data.labels >= 0).any())
     num_classes = max(train_data.num_classes, int(train_data.labels.max()) + 1) if has_labels else 0
   setup = build_setup(config, len(train_data), mesh, num_classes=num_classes,
-                      index_bound=int(train_data.indices.max()) + 1)
+                      index_bound=int(train_data.indices.max()) + 1,
+                      input_shapes=getattr(train_data, "input_shapes", None))
   mesh = setup.mesh
   logging.info("%s: %d devices in %d process(es), global batch %d, %d steps (%d/epoch, %.1f epochs).",
                config.method, mesh.devices.size, nproc, config.batch_size, setup.total_steps,
@@ -176,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   if start_step == 0:
     t0 = time.time()
-    pass_keys = (streamed_view_keys(setup) if streaming else ("image",)) + ("index",)
+    pass_keys = tuple(dict.fromkeys([k for k in batch_keys(setup, streaming) if k != "label"] + ["index"]))
     epoch = (b for _, b in itertools.islice(batches_from(0, pass_keys), setup.steps_per_epoch))
     state = setup.method.before_training(state, make_forward_pass(setup, state, epoch))
     if time.time() - t0 > 1.0:
@@ -191,11 +191,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if finished and not summary["stopped_by_signal"] and knn_monitor is not None:
     extra = setup.method.final_metrics(
         setup.model, {"params": state.params, "batch_stats": state.batch_stats}, knn_monitor.test_images,
-        np.asarray(knn_monitor.test_labels), mesh=mesh, data_cfg=config.data, batch_size=config.knn.batch_size)
+        np.asarray(knn_monitor.test_labels), mesh=mesh, data_cfg=config.data, batch_size=config.knn.batch_size,
+        captions=knn_monitor.test_captions)
     if extra:
       logging.info("%s at the end: %s", config.method, ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
       summary.update(extra)
-  if pid == 0 and finished and not summary["stopped_by_signal"]:
+  if pid == 0 and finished and not summary["stopped_by_signal"] and setup.method.modality == "image":
     images = knn_monitor.test_images if knn_monitor else train_data.images
     preview = write_method_preview(setup, state, np.asarray(images[:8]), os.path.join(workdir, "preview.png"))
     if preview:

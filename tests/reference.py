@@ -82,6 +82,22 @@ def random_batch(n=16, seed=0, size=32, index_bound=None):
   return batch
 
 
+TABLE_SHAPES = {"numeric": (6,), "categorical": (8,)}
+
+
+def random_table_batch(n=16, seed=0, index_bound=None):
+  """A host batch of a random table (6 numeric, 8 categorical columns of codes < 10), with
+  labels, marginal draws and dataset indices < index_bound."""
+  rng = np.random.default_rng(seed)
+  batch = {"numeric": rng.normal(size=(n, 6)).astype(np.float32),
+           "categorical": rng.integers(0, 10, size=(n, 8)).astype(np.int32),
+           "donor_numeric": rng.normal(size=(n, 6)).astype(np.float32),
+           "donor_categorical": rng.integers(0, 10, size=(n, 8)).astype(np.int32),
+           "label": rng.integers(0, 10, size=(n,)).astype(np.int32)}
+  batch["index"] = rng.permutation(index_bound or n)[:n].astype(np.int32)
+  return batch
+
+
 def assert_trees_close(a, b, rtol=1e-4, atol_scale=1e-5):
   """Same structure; integer leaves equal, float leaves close relative to each leaf's scale
   (float32 sums over devices run in another order): |x - y| <= atol_scale * max(1, max|y|) + rtol * |y|."""

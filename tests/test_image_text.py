@@ -119,6 +119,11 @@ def test_retrieval_recall_counts_the_rank_of_the_true_partner():
   r = zero_shot.retrieval_recall(img, txt, ks=(1, 2))
   assert r["image_to_text_r@1"] == r["text_to_image_r@1"] == 0.5
   assert r["image_to_text_r@2"] == 1.0
+  # With match ids, any partner of the same id counts: pairs 2 and 3 share an id, so both hit at 1.
+  r = zero_shot.retrieval_recall(img, txt, ks=(1,), match=np.array([0, 1, 2, 2]))
+  assert r["image_to_text_r@1"] == r["text_to_image_r@1"] == 1.0
+  r = zero_shot.retrieval_recall(img, txt, ks=(1,), match=np.array([0, 1, 2, 3]))  # Distinct ids: as without.
+  assert r["image_to_text_r@1"] == 0.5
 
 
 def test_byte_tokens_and_the_causal_text_tower_read_up_to_the_end_token():
@@ -149,15 +154,94 @@ def test_clip_method_captions_its_labels_and_reports_zero_shot_and_retrieval(tmp
                                      "data.synthetic.num_eval_examples": 32, "knn.at_end": True})
   method = CLIP(copy.deepcopy(config), total_steps=6)
   labels = jnp.array([0, 3, 9, 3])
-  tokens = np.asarray(method.captions(labels, jnp.int32(5), None))
+  tokens = np.asarray(method.captions({"label": labels}, jnp.int32(5), None))
   texts = [bytes(int(t) - 3 for t in row if t > END).decode() for row in tokens]
   for text, label in zip(texts, [0, 3, 9, 3]):
     assert CIFAR10_CLASSES[label] in text and text in zero_shot.prompts([CIFAR10_CLASSES[label]])
   # Templates are drawn per example and step: over 64 captions of one class, several templates appear.
-  many = np.asarray(method.captions(jnp.zeros(64, jnp.int32), jnp.int32(1), None))
+  many = np.asarray(method.captions({"label": jnp.zeros(64, jnp.int32)}, jnp.int32(1), None))
   assert len({row.tobytes() for row in many}) > 3
 
   summary = train.train_and_evaluate(config, str(tmp_path / "w"), mesh=parallel.make_mesh(jax.devices()[:2]))
   for key in ("zero_shot_top1", "zero_shot_top5", "image_to_text_r@1", "text_to_image_r@5", "knn_top1"):
     assert 0.0 <= summary[key] <= 1.0
   assert summary["zero_shot_top5"] >= summary["zero_shot_top1"] and np.isfinite(summary["loss"])
+
+
+def _captioned_folder(root, n_per_class=8, size=12):
+  """class_a/ and class_b/ of random PNGs, each with a .txt of one or two captions."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for c, name in enumerate(("class_a", "class_b")):
+    (root / name).mkdir(parents=True)
+    for i in range(n_per_class):
+      Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"im{i}.png")
+      lines = [f"picture {i} of {name}"] + ([f"another view {i} of {name}"] if i % 2 else [])
+      (root / name / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+  return root
+
+
+def _decode(tokens):
+  return bytes(int(t) - 3 for t in tokens if t > END).decode()
+
+
+def test_folder_captions_from_txt_files_and_csv_with_clear_errors(tmp_path):
+  from sslax.data import load_image_folder
+  from sslax.data.sources import DatasetNotFoundError
+
+  root = _captioned_folder(tmp_path / "imgs")
+  data = load_image_folder(str(root), image_size=12, captions="txt", max_captions=3, caption_max_len=40)
+  assert data.captions.shape == (16, 3, 40)
+  assert [_decode(t) for t in data.captions[0]] == ["picture 0 of class_a"] * 3  # One caption, cycled.
+  assert [_decode(t) for t in data.captions[1]] == ["picture 1 of class_a", "another view 1 of class_a",
+                                                    "picture 1 of class_a"]
+  assert _decode(data.captions[8, 0]) == "picture 0 of class_b" and data.labels[8] == 1
+  csv_path = tmp_path / "captions.csv"
+  csv_path.write_text("path,caption\n" + "".join(f"{c}/im{i}.png,a {c} number {i}\n"
+                                                   for c in ("class_a", "class_b") for i in range(8)))
+  data = load_image_folder(str(root), image_size=12, captions=str(csv_path), max_captions=2, caption_max_len=40)
+  assert _decode(data.captions[9, 1]) == "a class_b number 1"
+  csv_path.write_text("path,caption\nclass_a/im0.png,only one\n")
+  with pytest.raises(DatasetNotFoundError, match=r"im1.png' has no caption in .*captions.csv"):
+    load_image_folder(str(root), image_size=12, captions=str(csv_path))
+  (root / "class_a" / "im3.txt").unlink()
+  with pytest.raises(DatasetNotFoundError, match=r"No caption file .*im3.txt"):
+    load_image_folder(str(root), image_size=12, captions="txt")
+
+
+def test_clip_trains_on_dataset_captions_one_drawn_per_step_the_same_on_any_device_count(tmp_path):
+  import copy
+
+  from reference import load_config
+  from sslax import train
+  from sslax.config_utils import ConfigError
+  from sslax.methods.clip import CLIP
+
+  root = _captioned_folder(tmp_path / "imgs")
+  overrides = {"data.source": "folder", "data.folder": str(root), "data.eval_folder": str(root),
+               "data.image_size": 12, "data.captions": "txt", "clip.captions": "dataset", "batch_size": 8,
+               "augment.crop_size": 8, "knn.at_end": True, "knn.k": 5, "clip.class_names": ("class_a", "class_b")}
+  config, _ = load_config("clip", **overrides)
+  method = CLIP(copy.deepcopy(config), total_steps=6)
+  assert method.needs_caption and not method.needs_label
+  options = np.arange(16 * 3 * 5, dtype=np.int32).reshape(16, 3, 5)  # Distinct tokens per caption.
+
+  def pick(n_devices):
+    mesh = parallel.make_mesh(jax.devices()[:n_devices])
+    fn = jax.shard_map(lambda b: method.captions(b, jnp.int32(4), parallel.DATA_AXIS), mesh=mesh,
+                       in_specs=P(parallel.DATA_AXIS), out_specs=P(parallel.DATA_AXIS))
+    return np.asarray(jax.jit(fn)({"caption": jnp.asarray(options)}))
+
+  one = pick(1)
+  np.testing.assert_array_equal(pick(8), one)
+  chosen = [next(c for c in range(3) if np.array_equal(one[i], options[i, c])) for i in range(16)]  # Always one of its own.
+  assert len(set(chosen)) > 1  # Drawn per example.
+
+  summary = train.train_and_evaluate(config, str(tmp_path / "w"), mesh=parallel.make_mesh(jax.devices()[:2]))
+  for key in ("image_to_text_r@1", "text_to_image_r@5", "knn_top1", "zero_shot_top1"):
+    assert 0.0 <= summary[key] <= 1.0
+  assert np.isfinite(summary["loss"])
+  broken, _ = load_config("clip", **{"clip.captions": "dataset"})
+  with pytest.raises(ConfigError, match="data.captions"):
+    CLIP.validate_config(broken)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from reference import assert_trees_close, load_config, random_batch
+from reference import TABLE_SHAPES, assert_trees_close, load_config, random_batch, random_table_batch
 
 from sslax import parallel
 from sslax.checkpoint import Checkpointer, abstract_with_shardings
@@ -44,14 +44,23 @@ TOLERANCE = {"barlow_twins": (2e-3, 1e-3), "vicreg": (2e-3, 1e-3), "clip": (1e-4
 
 
 def _config(name):
+  if METHODS[name].modality == "table":  # SCARF keeps its MLP encoder.
+    config, _ = load_config(name, **{"warmup_steps": 0})
+    return config
   backbone = "resnet18" if name == "simclr" else "vit_test"
   config, _ = load_config(name, **{"model.backbone": backbone, "warmup_steps": 0})
   return config
 
 
 def _setup(name, n_devices):
+  table = METHODS[name].modality == "table"
   return build_setup(_config(name), NUM_EXAMPLES, mesh=parallel.make_mesh(jax.devices()[:n_devices]), num_classes=10,
-                     index_bound=INDEX_BOUND)
+                     index_bound=INDEX_BOUND, input_shapes=TABLE_SHAPES if table else None)
+
+
+def _batch(name, seed, index_bound=None):
+  make = random_table_batch if METHODS[name].modality == "table" else random_batch
+  return make(seed=seed, index_bound=index_bound)
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,14 +69,14 @@ def _three_steps(name, n_devices):
   setup = _setup(name, n_devices)
   state = create_train_state(setup, jax.random.PRNGKey(0))
   initial = jax.device_get(state.params)
-  pass_batches = [dict(random_batch(seed=10 + i), index=np.arange(16 * i, 16 * i + 16, dtype=np.int32))
+  pass_batches = [dict(_batch(name, seed=10 + i), index=np.arange(16 * i, 16 * i + 16, dtype=np.int32))
                   for i in range(2)]
   state = setup.method.before_training(
       state, make_forward_pass(setup, state, [parallel.to_global_batch(b, setup.mesh) for b in pass_batches]))
   step = make_train_step(setup, return_grads=True)
   step_losses, grads = [], []
   for s in range(3):
-    state, metrics = step(state, parallel.to_global_batch(random_batch(seed=s, index_bound=INDEX_BOUND), setup.mesh))
+    state, metrics = step(state, parallel.to_global_batch(_batch(name, seed=s, index_bound=INDEX_BOUND), setup.mesh))
     step_losses.append(float(metrics["loss"]))
     grads.append(metrics["grads"])
   return initial, step_losses, jax.device_get(grads), state, jax.device_get(state)

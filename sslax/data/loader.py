@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from sslax.data.sources import ImageDataset
+from sslax.data.tabular import TableDataset
 
 
 class EpochSampler:
@@ -85,7 +86,7 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     yield item
 
 
-def train_batches(dataset: ImageDataset, *, batch_size: int, seed: int, start_step: int,
+def train_batches(dataset: ImageDataset | TableDataset, *, batch_size: int, seed: int, start_step: int,
                   process_index: int = 0, process_count: int = 1, to_device: Callable | None = None,
                   prefetch_size: int = 2) -> Iterator[tuple[int, dict]]:
   """Yields (step, this process's rows of the global batch) from `start_step` on, forever.
@@ -96,7 +97,8 @@ def train_batches(dataset: ImageDataset, *, batch_size: int, seed: int, start_st
     seed: data seed.
     start_step: first step (resume point).
     process_index, process_count: this process and how many there are.
-    to_device: maps the host batch {'image', 'label', 'index'} to device arrays; run in the
+    to_device: maps the host batch ({'image', 'label', 'index'}, or a table's rows and
+      marginal draws) to device arrays; run in the
       prefetch thread so the transfer overlaps the previous step.
     prefetch_size: batches prepared ahead.
 
@@ -109,8 +111,10 @@ def train_batches(dataset: ImageDataset, *, batch_size: int, seed: int, start_st
     step = start_step
     while True:
       idx = sampler.indices(step)
-      batch = {"image": dataset.images[idx], "label": dataset.labels[idx],
-               "index": dataset.indices[idx].astype(np.int32)}
+      batch = dataset.rows(idx)
+      if hasattr(dataset, "marginal_draws"):  # Tables: SCARF's corruption values (sslax.data.tabular).
+        local = batch_size // process_count
+        batch.update(dataset.marginal_draws(seed, step, batch_size, process_index * local, local))
       yield step, (to_device(batch) if to_device else batch)
       step += 1
 

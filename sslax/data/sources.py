@@ -29,15 +29,85 @@ class ImageDataset:
     num_classes: number of label classes (0 if unlabelled).
     indices: int64 (N,) position of each example in the full split, so subsets and
       per-process parts can be traced back.
+    captions: int32 (N, C, L) byte tokens of up to C captions per image (each image's
+      captions cycled to C), or None; read with data.captions / data.caption_feature.
   """
 
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
   indices: np.ndarray
+  captions: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.images.shape[0])
+
+  @property
+  def inputs(self) -> np.ndarray:
+    """What the model reads of every example (the images)."""
+    return self.images
+
+  def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """{'image', 'label', 'index'} (and 'caption' tokens) of the examples `idx`."""
+    rows = {"image": self.images[idx], "label": self.labels[idx], "index": self.indices[idx].astype(np.int32)}
+    if self.captions is not None:
+      rows["caption"] = self.captions[idx]
+    return rows
+
+
+def caption_tokens(captions: Sequence[Sequence[str]], max_captions: int, max_len: int) -> np.ndarray:
+  """int32 (N, max_captions, max_len) byte tokens (sslax.models.text.tokenize) of each image's
+  captions, the first max_captions of them, cycled when an image has fewer."""
+  from sslax.models.text import tokenize
+
+  flat = [caps[i % len(caps)] for caps in captions for i in range(max_captions)]
+  return tokenize(flat, max_len).reshape(len(captions), max_captions, max_len)
+
+
+def read_folder_captions(files: Sequence[str], directory: str, spec: str) -> list[list[str]]:
+  """Each image's captions: spec 'txt' reads `<image stem>.txt` beside it (one caption per
+  line); any other spec is a CSV file with a header row naming 'path' and 'caption' columns
+  (paths relative to `directory` or absolute; several rows per image give several captions).
+
+  Raises:
+    DatasetNotFoundError: a caption file, or an image's caption, is missing (names it).
+  """
+  if spec == "txt":
+    out = []
+    for path in files:
+      txt = os.path.splitext(path)[0] + ".txt"
+      if not os.path.isfile(txt):
+        raise DatasetNotFoundError(f"No caption file {txt!r} for image {path!r}: data.captions='txt' reads the "
+                                   f"captions of each image from a .txt file beside it, one per line.")
+      with open(txt, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()]
+      if not lines:
+        raise DatasetNotFoundError(f"Caption file {txt!r} is empty; write at least one caption line.")
+      out.append(lines)
+    return out
+  import csv
+
+  if not os.path.isfile(spec):
+    raise DatasetNotFoundError(f"Caption file {spec!r} (data.captions) does not exist; give 'txt' or a CSV "
+                               f"file with a header row 'path,caption'.")
+  by_path: dict[str, list[str]] = {}
+  with open(spec, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    if not reader.fieldnames or not {"path", "caption"} <= {n.strip() for n in reader.fieldnames}:
+      raise DatasetNotFoundError(f"Caption file {spec!r} needs a header row with 'path' and 'caption' columns; "
+                                 f"it has {reader.fieldnames}.")
+    for row in reader:
+      row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+      path = os.path.normpath(os.path.join(directory, row["path"]))
+      by_path.setdefault(path, []).append(row["caption"])
+  out = []
+  for path in files:
+    caps = [c for c in by_path.get(os.path.normpath(path), []) if c]
+    if not caps:
+      raise DatasetNotFoundError(f"Image {path!r} has no caption in {spec!r} (data.captions); add a row "
+                                 f"'{os.path.relpath(path, directory)},<caption>' or remove the image.")
+    out.append(caps)
+  return out
 
 
 def default_data_dir(data_dir: str | None) -> str | None:
@@ -64,7 +134,8 @@ def _resize_center_crop_tf(image, size: int, fraction: float = 1.0):
 
 
 def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size: int | None = None,
-              process_index: int = 0, process_count: int = 1, center_crop_fraction: float = 1.0) -> ImageDataset:
+              process_index: int = 0, process_count: int = 1, center_crop_fraction: float = 1.0,
+              caption_feature: str = "", max_captions: int = 5, caption_max_len: int = 64) -> ImageDataset:
   """Loads (this process's part of) a TFDS split into memory, offline.
 
   Args:
@@ -77,6 +148,9 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size:
       `tfds.even_splits(split, process_count)[process_index]`.
     center_crop_fraction: with image_size, first keep the central square of this fraction of
       the shorter side (0.875: ImageNet's resize-256-crop-224).
+    caption_feature: a text feature, '/' for nesting (coco_captions: 'captions/text'), read as
+      each image's captions (a string or a sequence of them); '' reads none.
+    max_captions, caption_max_len: captions kept per image (cycled when fewer) and tokens each.
 
   Returns:
     ImageDataset.
@@ -90,6 +164,9 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size:
   builder = tfds_builder(name, data_dir)
   if str(getattr(builder.info.file_format, "value", builder.info.file_format)) == "array_record":
     # tf.data cannot read ArrayRecord files; decode through the streaming reader instead.
+    if caption_feature:
+      raise ValueError(f"{name!r} is stored as ArrayRecord, whose captions sslax does not read yet; "
+                       f"prepare it as TFRecord (tfds build --file_format=tfrecord) to use data.caption_feature.")
     return _load_array_record(builder, name, split, data_dir, image_size, process_index, process_count,
                               center_crop_fraction)
   part = tfds.even_splits(split, n=process_count)[process_index] if process_count > 1 else split
@@ -106,20 +183,32 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None, image_size:
     if image.shape[-1] == 1:
       image = tf.image.grayscale_to_rgb(image)
     label = tf.cast(example["label"], tf.int32) if label_feature is not None else tf.constant(-1, tf.int32)
-    return image, label
+    if not caption_feature:
+      return image, label, tf.constant([""])
+    text = example
+    for part in caption_feature.split("/"):
+      text = text[part]
+    text = tf.reshape(text, [-1])  # One caption or a sequence of them.
+    return image, label, tf.gather(text, tf.range(max_captions) % tf.maximum(tf.shape(text)[0], 1))
 
+  if caption_feature and caption_feature.split("/")[0] not in builder.info.features:
+    raise DatasetNotFoundError(f"{name!r} has no feature {caption_feature!r} (data.caption_feature); its features "
+                               f"are: {', '.join(builder.info.features)}.")
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-  images, labels = [], []
-  for batch_images, batch_labels in tfds.as_numpy(ds):
+  images, labels, captions = [], [], []
+  for batch_images, batch_labels, batch_captions in tfds.as_numpy(ds):
     images.append(batch_images)
     labels.append(batch_labels)
+    if caption_feature:
+      captions += [[c.decode("utf-8") for c in row] for row in batch_captions]
   if not images:
     raise DatasetNotFoundError(_missing_message(name, builder.data_dir, f"split {part!r} is empty"))
   images = np.concatenate(images)
   labels = np.concatenate(labels).astype(np.int32)
   assert len(images) == total, (len(images), total)
   return ImageDataset(images=images, labels=labels, num_classes=num_classes,
-                      indices=np.arange(first, first + len(images), dtype=np.int64))
+                      indices=np.arange(first, first + len(images), dtype=np.int64),
+                      captions=caption_tokens(captions, max_captions, caption_max_len) if caption_feature else None)
 
 
 def _load_array_record(builder, name, split, data_dir, image_size, process_index, process_count,
@@ -181,7 +270,8 @@ def _missing_message(name: str, data_dir: str | None, detail: str) -> str:
 
 
 def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                      process_index: int = 0, process_count: int = 1) -> ImageDataset:
+                      process_index: int = 0, process_count: int = 1, captions: str = "", max_captions: int = 5,
+                      caption_max_len: int = 64) -> ImageDataset:
   """Loads a folder of images: `DIR/<class>/*.jpg` (labelled) or `DIR/*.jpg` (unlabelled).
 
   Images are converted to RGB, their shorter side resized to `image_size` and center-cropped
@@ -193,6 +283,9 @@ def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[s
     image_size: side of the stored square images.
     extensions: file endings that count as images (case-insensitive).
     process_index, process_count: this process's part.
+    captions: '' (none), 'txt' (`<image stem>.txt` beside each image) or a CSV file of
+      (path, caption) rows; see read_folder_captions.
+    max_captions, caption_max_len: captions kept per image (cycled when fewer) and tokens each.
 
   Returns:
     ImageDataset; labels are class-folder indices in sorted order, or -1 without subfolders.
@@ -216,7 +309,12 @@ def load_image_folder(directory: str, *, image_size: int, extensions: Sequence[s
       left, top = (w - image_size) // 2, (h - image_size) // 2
       images[out] = np.asarray(img.crop((left, top, left + image_size, top + image_size)))
     labels[out] = label
-  return ImageDataset(images=images, labels=labels, num_classes=num_classes, indices=positions.astype(np.int64))
+  tokens = None
+  if captions:
+    texts = read_folder_captions([files[p] for p in positions], directory, captions)
+    tokens = caption_tokens(texts, max_captions, caption_max_len)
+  return ImageDataset(images=images, labels=labels, num_classes=num_classes, indices=positions.astype(np.int64),
+                      captions=tokens)
 
 
 def list_image_files(directory: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> tuple[list[str], np.ndarray, int]:
@@ -316,7 +414,8 @@ def use_streaming(data_cfg, split: str) -> bool:
 
 
 def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count: int = 1):
-  """Loads `split` of the dataset described by `data_cfg` (source 'tfds', 'folder' or 'synthetic').
+  """Loads `split` of the dataset described by `data_cfg` (source 'tfds', 'folder', 'synthetic',
+  or a table: 'csv', 'sklearn', see sslax.data.tabular).
 
   Args:
     data_cfg: config with `source`, `name`, `data_dir`, `image_size`, `folder`, `synthetic`,
@@ -326,19 +425,29 @@ def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count:
 
   Returns:
     ImageDataset, or a StreamingDataset (sslax.data.streaming) whose images and labels are
-    decoded on demand when the split streams.
+    decoded on demand when the split streams, or a TableDataset (sslax.data.tabular).
   """
+  from sslax.data.tabular import TABLE_SOURCES, load_table
+
+  if data_cfg.source in TABLE_SOURCES:
+    return load_table(data_cfg, split)
+  captions = {"max_captions": data_cfg.get("max_captions", 5), "caption_max_len": data_cfg.get("caption_max_len", 64)}
   if use_streaming(data_cfg, split):
+    if data_cfg.get("captions") or data_cfg.get("caption_feature"):
+      raise ValueError("Captions are read by the in-memory input only: set --config.data.in_memory=True "
+                       "(or drop data.captions / data.caption_feature).")
     from sslax.data.streaming import open_streaming
 
     return open_streaming(data_cfg, split)
   if data_cfg.source == "tfds":
     return load_tfds(data_cfg.name, split, data_dir=data_cfg.data_dir, image_size=data_cfg.image_size,
                      process_index=process_index, process_count=process_count,
-                     center_crop_fraction=data_cfg.get("center_crop_fraction", 1.0))
+                     center_crop_fraction=data_cfg.get("center_crop_fraction", 1.0),
+                     caption_feature=data_cfg.get("caption_feature", ""), **captions)
   if data_cfg.source == "folder":
     return load_image_folder(folder_for_split(data_cfg, split), image_size=data_cfg.image_size or 32,
-                             process_index=process_index, process_count=process_count)
+                             process_index=process_index, process_count=process_count,
+                             captions=data_cfg.get("captions", ""), **captions)
   if data_cfg.source == "synthetic":
     syn = data_cfg.synthetic
     train = split == data_cfg.train_split
@@ -346,4 +455,4 @@ def load_dataset(data_cfg, split: str, *, process_index: int = 0, process_count:
                              image_size=syn.image_size, num_classes=syn.num_classes, seed=syn.get("seed", 0),
                              split="train" if train else "eval", process_index=process_index,
                              process_count=process_count)
-  raise ValueError(f"Unknown data.source {data_cfg.source!r}; valid choices: tfds, folder, synthetic.")
+  raise ValueError(f"Unknown data.source {data_cfg.source!r}; valid choices: tfds, folder, synthetic, csv, sklearn.")

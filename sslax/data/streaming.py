@@ -451,6 +451,11 @@ class StreamingDataset:
   def __len__(self) -> int:
     return len(self.indices)
 
+  @property
+  def inputs(self) -> LazyImages:
+    """What the model reads of every example (the lazily decoded images)."""
+    return self.images
+
 
 def open_streaming(data_cfg, split: str) -> StreamingDataset:
   """A StreamingDataset for `split` of the dataset `data_cfg` describes ('tfds' or 'folder').

@@ -82,6 +82,8 @@ def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "f
   """
 
   def features(variables: dict, images: jax.Array) -> jax.Array:
+    if isinstance(images, dict):  # A table's columns go to the encoder as they are.
+      return model.apply(variables, images, train=False)[output]
     x = preprocess(images, data_cfg.mean, data_cfg.std, image_size=image_size, dtype=dtype)
     return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size)
 
@@ -98,7 +100,8 @@ def extract_features(feature_fn: Callable[[Any, jax.Array], jax.Array], variable
   Args:
     feature_fn: `fn(variables, global uint8 batch) -> (B, D)`, e.g. from make_feature_fn.
     variables: what feature_fn takes first (model variables, or a TrainState).
-    images: uint8 (N, H, W, 3), identical on every process (or a streaming dataset's LazyImages).
+    images: uint8 (N, H, W, 3), identical on every process (or a streaming dataset's LazyImages,
+      or a table's {'numeric', 'categorical'} columns).
     batch_size: global batch; rounded up to a multiple of the device count.
     mesh: the mesh.
 
@@ -109,14 +112,19 @@ def extract_features(feature_fn: Callable[[Any, jax.Array], jax.Array], variable
   batch_size = -(-batch_size // num_devices) * num_devices
   per_process = batch_size // nproc
   out = []
-  for start in range(0, len(images), batch_size):
-    valid = min(batch_size, len(images) - start)
+  # Images are one array; a table's columns a dict of arrays with the same rows.
+  rows = lambda fn: jax.tree.map(fn, images, is_leaf=lambda a: not isinstance(a, dict))  # noqa: E731
+  total = len(jax.tree.leaves(images, is_leaf=lambda a: not isinstance(a, dict))[0])
+  for start in range(0, total, batch_size):
+    valid = min(batch_size, total - start)
     # Only this process's rows are read (a streaming dataset decodes them here, batch by batch).
     first = start + pid * per_process
-    local = np.asarray(images[first:max(first, min(first + per_process, start + valid))])
-    if len(local) < per_process:  # Pad the last batch so one compiled shape serves every batch.
-      local = np.concatenate([local, np.zeros((per_process - len(local), *images.shape[1:]), images.dtype)])
-    feats = feature_fn(variables, parallel.to_global_batch({"image": local}, mesh)["image"])
+    stop = max(first, min(first + per_process, start + valid))
+    local = rows(lambda a: np.asarray(a[first:stop]))
+    # Pad the last batch so one compiled shape serves every batch.
+    local = jax.tree.map(lambda a: np.concatenate([a, np.zeros((per_process - len(a), *a.shape[1:]), a.dtype)])
+                         if len(a) < per_process else a, local)
+    feats = feature_fn(variables, parallel.to_global_batch({"x": local}, mesh)["x"])
     if nproc > 1:
       from jax.experimental import multihost_utils
 

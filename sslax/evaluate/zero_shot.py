@@ -70,12 +70,15 @@ def zero_shot_accuracy(image_embeddings: np.ndarray, labels: np.ndarray, weights
 
 
 def retrieval_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray,
-                     ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+                     ks: Sequence[int] = (1, 5), match: np.ndarray | None = None) -> dict[str, float]:
   """Recall@k of image->text and text->image retrieval over paired embeddings (row i with row i).
 
   Args:
     image_embeddings, text_embeddings: (N, d) embeddings of N held-out pairs.
     ks: cut-offs.
+    match: optional (N,) ids; a candidate is a correct partner of a query when their ids are
+      equal (captions made from class names: every caption of the class describes the image
+      equally well, so `match` is the class). None: only row i's partner.
 
   Returns:
     {'image_to_text_r@k': ..., 'text_to_image_r@k': ...} for every k.
@@ -83,8 +86,13 @@ def retrieval_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray,
   sims = _normalize(np.asarray(image_embeddings, np.float32)) @ _normalize(np.asarray(text_embeddings, np.float32)).T
   out = {}
   for name, s in (("image_to_text", sims), ("text_to_image", sims.T)):
-    # The rank of the true partner: how many candidates score strictly higher.
-    rank = np.sum(s > np.diag(s)[:, None], axis=1)
+    if match is None:
+      best = np.diag(s)
+    else:  # The best-scoring correct partner.
+      ids = np.asarray(match)
+      best = np.where(ids[:, None] == ids[None, :], s, -np.inf).max(axis=1)
+    # The rank of the (best) true partner: how many candidates score strictly higher.
+    rank = np.sum(s > best[:, None], axis=1)
     for k in ks:
       out[f"{name}_r@{k}"] = float(np.mean(rank < k))
   return out

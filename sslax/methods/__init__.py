@@ -32,6 +32,7 @@ _REGISTERED = (
     "sslax.methods.counting.Counting",
     "sslax.methods.context_encoder.ContextEncoder",
     "sslax.methods.clip.CLIP",
+    "sslax.methods.scarf.SCARF",
 )
 
 

@@ -8,8 +8,11 @@ through this surface:
   `config_fields` (that section's fields with defaults and valid ranges), `heads` (which of
   projector / predictor / prototypes / classifier / decoder the model has), `num_views` (global
   views per image), `supports_multicrop` (also takes `augment.num_local_crops` smaller views),
-  `needs_index` (the loss reads `batch['index']`, dataset positions), `needs_label` (the loss
-  reads `batch['label']`: captions made from class names) and `classifier_group`
+  `modality` ('image', or 'table': the views are a table's {'numeric', 'categorical'} rows
+  and the batch carries marginal draws, sslax.data.tabular), `needs_caption` (the batch
+  carries the dataset's caption tokens, 'caption'), `needs_index` (the loss reads
+  `batch['index']`, dataset positions), `needs_label` (the loss reads `batch['label']`:
+  captions made from class names) and `classifier_group`
   (how many consecutive inputs' projections one row of the classifier head reads);
 - `init_state(params, rng)`: method state kept in TrainState.method_state (EMA target
   params, a key queue, a centre, a memory bank; `{}` when stateless);
@@ -85,12 +88,14 @@ class Method:
   """
 
   name: ClassVar[str] = ""
+  modality: ClassVar[str] = "image"
   config_fields: ClassVar[Mapping[str, Field]] = {}
   heads: ClassVar[tuple[str, ...]] = ("projector",)
   num_views: ClassVar[int] = 2
   supports_multicrop: ClassVar[bool] = False
   needs_index: ClassVar[bool] = False
   needs_label: ClassVar[bool] = False
+  needs_caption: ClassVar[bool] = False
   classifier_group: ClassVar[int] = 1
 
   def __init__(self, config: ml_collections.ConfigDict, *, total_steps: int = 1, steps_per_epoch: int = 1,
@@ -118,6 +123,17 @@ class Method:
     """
     if cls.config_fields:
       check_section(config, cls.name, cls.config_fields)
+    from sslax.data.tabular import TABLE_SOURCES
+    from sslax.models import TABULAR
+
+    table_data, table_model = config.data.source in TABLE_SOURCES, config.model.backbone in TABULAR
+    if (cls.modality == "table") != table_data:
+      raise ConfigError(f"{cls.name} learns from {cls.modality}s, but config.data.source={config.data.source!r} "
+                        f"{'is a table' if table_data else 'holds images'}; use "
+                        f"{'a tabular method (scarf)' if table_data else 'data.source csv or sklearn'}.")
+    if table_model != table_data:
+      raise ConfigError(f"config.model.backbone={config.model.backbone!r} does not fit config.data.source="
+                        f"{config.data.source!r}: tables need {TABULAR[0]!r}, images a ResNet or ViT.")
     model = config.model
     configured = {"projector": True, "predictor": bool(model.get("predictor")),
                   "prototypes": bool(model.get("num_prototypes")), "classifier": bool(model.get("classifier")),
@@ -186,7 +202,8 @@ class Method:
     del forward_pass
     return state
 
-  def final_metrics(self, model, variables: dict, images, labels, *, mesh, data_cfg, batch_size: int) -> dict:
+  def final_metrics(self, model, variables: dict, images, labels, *, mesh, data_cfg, batch_size: int,
+                    captions=None) -> dict:
     """Method-specific evaluation when training ends (zero-shot accuracy of image-text
     methods); none by default. Called on every process (it may extract features over the mesh).
 
@@ -197,11 +214,12 @@ class Method:
       mesh: the training mesh.
       data_cfg: config.data (normalisation).
       batch_size: feature-extraction batch.
+      captions: the evaluation images' caption tokens (N, C, L) when the dataset has captions.
 
     Returns:
       {metric name: float}, added to the run's summary and metrics.
     """
-    del model, variables, images, labels, mesh, data_cfg, batch_size
+    del model, variables, images, labels, mesh, data_cfg, batch_size, captions
     return {}
 
   def preview(self, model, variables: dict, images: jax.Array, keys: jax.Array) -> list[jax.Array]:

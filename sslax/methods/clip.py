@@ -8,11 +8,21 @@ the loss's learned logit scale (and SigLIP's bias). `clip.loss` chooses the loss
 * 'siglip': the pairwise sigmoid loss, computed block by block as each device passes its
   text embeddings around the ring (ppermute), so no device holds the N x N logits.
 
-Captions. Datasets of image-caption pairs are not in this trainer's input pipeline yet; the
-captions here are made from class names: each example's caption is one of `clip.templates`
-("a photo of a {}.", ...) filled with its class name, the template drawn per example from
-(seed, step, global index) on the device. On CIFAR-10 this is a mechanism check of the two
-towers, the losses and zero-shot evaluation, not a claim about language understanding.
+Captions (`clip.captions`):
+
+* 'dataset': the dataset's own captions (image folders with a .txt per image or a CSV of
+  (path, caption) rows, or a TFDS text feature such as coco_captions' 'captions/text'; see
+  config.data.captions / data.caption_feature). They come with the batch as byte tokens, up to
+  data.max_captions per image, and one of them is drawn per example and step on the device.
+* 'templates': captions made from class names: each example's caption is one of
+  `clip.templates` ("a photo of a {}.", ...) filled with its class name, the template drawn per
+  example from (seed, step, global index) on the device. On CIFAR-10 this is a mechanism check
+  of the two towers, the losses and zero-shot evaluation, not a claim about language
+  understanding.
+
+At the end of training (on the kNN monitor's evaluation split): zero-shot accuracy when the
+split is labelled and `clip.class_names` names its classes, and retrieval recall of each image
+with its caption.
 """
 from __future__ import annotations
 
@@ -40,6 +50,8 @@ class CLIP(Method):
   needs_label = True
   config_fields = {
       "loss": Field("clip", "image-text loss", choices=("clip", "siglip")),
+      "captions": Field("templates", "captions from class names in templates, or the dataset's",
+                        choices=("templates", "dataset")),
       "max_logit_scale": Field(100.0, "CLIP clips exp(logit_scale) at this value", gt=0),
       "class_names": Field(CIFAR10_CLASSES, "class names that fill the caption templates (label order)", text=True),
       "templates": Field(TEMPLATES, "caption templates with one '{}' for the class name", text=True),
@@ -48,19 +60,31 @@ class CLIP(Method):
   @classmethod
   def validate_config(cls, config) -> None:
     super().validate_config(config)
+    if config.clip.captions == "dataset" and not (config.data.get("captions") or config.data.get("caption_feature")):
+      raise ConfigError("config.clip.captions='dataset' reads the dataset's captions: set --config.data.captions "
+                        "(folders: 'txt' or a CSV file) or --config.data.caption_feature (TFDS, e.g. captions/text).")
     bad = [t for t in config.clip.templates if t.count("{}") != 1]
     if bad:
       raise ConfigError(f"config.clip.templates: every template needs exactly one '{{}}'; {bad[0]!r} does not.")
 
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
+    self.needs_label = self.settings.captions == "templates"
+    self.needs_caption = self.settings.captions == "dataset"
     names, templates = tuple(self.settings.class_names), tuple(self.settings.templates)
     tokens = tokenize(prompts(names, templates), max_len=config.model.text.max_len)
     # (classes, templates, max_len): caption t of class c.
     self.caption_tokens = tokens.reshape(len(names), len(templates), -1)
 
-  def captions(self, labels: jax.Array, step: jax.Array, axis_name: str | None) -> jax.Array:
-    """Caption tokens of each example: a template drawn from (seed, step, global index)."""
+  def captions(self, batch: dict, step: jax.Array, axis_name: str | None) -> jax.Array:
+    """Caption tokens of each example: one of its dataset captions, or a template filled with
+    its class name, drawn from (seed, step, global index)."""
+    if self.needs_caption:
+      options = batch["caption"]  # (n, C, L): the image's captions.
+      keys = method_keys(self.config, step, options.shape[0], axis_name, _TEMPLATE_STREAM)
+      pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, options.shape[1]))(keys)
+      return jnp.take_along_axis(options, pick[:, None, None], axis=1)[:, 0]
+    labels = batch["label"]
     keys = method_keys(self.config, step, labels.shape[0], axis_name, _TEMPLATE_STREAM)
     num_templates = self.caption_tokens.shape[1]
     template = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_templates))(keys)
@@ -68,8 +92,7 @@ class CLIP(Method):
     return table[jnp.clip(labels, 0, table.shape[0] - 1), template]
 
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
-    labels = batch["label"]
-    tokens = self.captions(labels, step, axis_name)
+    tokens = self.captions(batch, step, axis_name)
     (out,), new_stats = multi_view_forward(model, params, batch_stats, views[:1], predict=False)
     text = model.apply({"params": params}, tokens, method=lambda m, t: m.text(t))
     if self.settings.loss == "clip":
@@ -88,10 +111,11 @@ class CLIP(Method):
     return np.concatenate([np.asarray(fn({"params": variables["params"]}, tokens[i:i + batch_size]))
                            for i in range(0, len(tokens), batch_size)])
 
-  def final_metrics(self, model, variables, images, labels, *, mesh, data_cfg, batch_size):
+  def final_metrics(self, model, variables, images, labels, *, mesh, data_cfg, batch_size, captions=None):
     """Zero-shot top-1/top-5 on the evaluation images (class prompts ensembled over the
     templates), and image<->text retrieval recall@1/5 of each image with its caption (template
-    i mod T), as in CLIP's evaluation."""
+    i mod T) as in CLIP's evaluation, where any caption (image) of the query's class counts as
+    a correct partner."""
     from sslax.evaluate.features import extract_features, make_feature_fn
     from sslax.evaluate.zero_shot import retrieval_recall, zero_shot_accuracy, zero_shot_weights
 
@@ -99,10 +123,24 @@ class CLIP(Method):
     image_fn = make_feature_fn(model, data_cfg, mesh=mesh, dtype=self.config.model.dtype,
                                image_size=self.config.knn.get("image_size"), output="projection")
     image_emb = extract_features(image_fn, variables, images, batch_size, mesh)
+    if self.needs_caption:
+      out = {}
+      if captions is not None:  # Each image with its first caption, exact pairs.
+        out.update(retrieval_recall(image_emb, self.text_embeddings(model, variables, np.asarray(captions)[:, 0]),
+                                    ks=(1, 5)))
+      labels = np.asarray(labels)
+      if (labels >= 0).any() and labels.max() < classes:
+        prompt_emb = self.text_embeddings(model, variables, self.caption_tokens.reshape(classes * templates, -1))
+        acc = zero_shot_accuracy(image_emb[labels >= 0], labels[labels >= 0],
+                                 zero_shot_weights(prompt_emb.reshape(classes, templates, -1)), ks=(1, 5))
+        out.update(zero_shot_top1=acc[1], zero_shot_top5=acc[5])
+      return out
     prompt_emb = self.text_embeddings(model, variables, self.caption_tokens.reshape(classes * templates, -1))
     weights = zero_shot_weights(prompt_emb.reshape(classes, templates, -1))
     acc = zero_shot_accuracy(image_emb, labels, weights, ks=(1, 5))
     labels = np.clip(np.asarray(labels), 0, classes - 1)
     captions = self.caption_tokens[labels, np.arange(len(labels)) % templates]
-    recall = retrieval_recall(image_emb, self.text_embeddings(model, variables, captions), ks=(1, 5))
+    # Captions made from class names describe their class: a retrieved item of the query's
+    # class is a correct one (exact-pair recall would be chance among identical captions).
+    recall = retrieval_recall(image_emb, self.text_embeddings(model, variables, captions), ks=(1, 5), match=labels)
     return {"zero_shot_top1": acc[1], "zero_shot_top5": acc[5], **recall}

@@ -32,7 +32,8 @@ def multi_view_forward(model, params, batch_stats, views: Sequence[jax.Array], *
     model: the SSLModel.
     params: its params (online, or a target's subset with predict=False).
     batch_stats: BatchNorm statistics ({} for BN-free models).
-    views: list of (n_local, H_v, W_v, 3) normalised images.
+    views: list of (n_local, H_v, W_v, 3) normalised images (or pytrees of (n_local, ...)
+      arrays: a table's {'numeric', 'categorical'} rows).
     predict: run the predictor head.
     train: batch statistics in BatchNorm.
 
@@ -40,15 +41,17 @@ def multi_view_forward(model, params, batch_stats, views: Sequence[jax.Array], *
     (per-view output dicts as returned by the model, updated batch_stats).
   """
   outputs: list[dict[str, jax.Array]] = []
+  shape = lambda v: jax.tree.map(jnp.shape, v)  # noqa: E731  (views may be pytrees: a table's rows)
   start = 0
   while start < len(views):
     end = start
-    while end < len(views) and views[end].shape == views[start].shape:
+    while end < len(views) and shape(views[end]) == shape(views[start]):
       end += 1
-    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, jnp.concatenate(views[start:end]),
+    batch = jax.tree.map(lambda *v: jnp.concatenate(v), *views[start:end])
+    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, batch,
                                train=train, predict=predict, mutable=["batch_stats"])
     batch_stats = updates.get("batch_stats", batch_stats)
-    n = views[start].shape[0]
+    n = jax.tree.leaves(views[start])[0].shape[0]
     outputs += [jax.tree.map(lambda a, i=i: a[i * n:(i + 1) * n], out) for i in range(end - start)]
     start = end
   return outputs, batch_stats

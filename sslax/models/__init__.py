@@ -8,12 +8,14 @@ import jax.numpy as jnp
 
 from sslax.models.heads import ConvDecoder, MLPHead, Prototypes, SplitDecoder
 from sslax.models.inputs import LightnessInput, SplitBrainBackbone
+from sslax.models.tabular import TabularMLP
 from sslax.models.resnet import RESNET_DEPTHS, BasicBlock, BottleneckBlock, ResNet
 from sslax.models.text import build_text_tower
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 VITS = ("vit_test", "vit_tiny", "vit_small", "vit_base")
-BACKBONES = RESNETS + VITS
+TABULAR = ("tabular_mlp",)  # Tables: numeric + one-hot categorical columns (sslax.data.tabular).
+BACKBONES = RESNETS + VITS + TABULAR
 # What the backbone sees of the (normalised RGB) images: all of them, the L channel of CIE
 # Lab (colourisation), or L and ab through two half networks (split-brain autoencoder).
 INPUTS = ("rgb", "lightness", "split_brain")
@@ -57,6 +59,9 @@ def _plain_backbone(model_cfg, bn_axis_name):
   name = model_cfg.backbone
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}.")
+  if name in TABULAR:
+    return TabularMLP(hidden_dims=tuple(model_cfg.mlp_dims), max_categories=model_cfg.max_categories,
+                      dtype=jnp.dtype(model_cfg.get("dtype", "float32")))
   if name in VITS:
     from sslax.models.vit import build_vit
 
@@ -106,7 +111,7 @@ class SSLModel(nn.Module):
   def __call__(self, x, train: bool = True, predict: bool = True, pretext: bool = False,
                tokens=None) -> dict[str, Any]:
     """Args:
-      x: (B, H, W, 3) normalised images.
+      x: (B, H, W, 3) normalised images, or a table's {'numeric', 'categorical'} rows.
       train: batch statistics in BatchNorm when True.
       predict: run the predictor; False for a target network, which has no predictor params.
       pretext: run the pretext-task heads, the grouped classifier (B must be a multiple of
@@ -183,4 +188,4 @@ def _decoder(cfg, bn_axis_name):
   return ConvDecoder(width=cfg.width, num_upsamples=cfg.num_upsamples, out_channels=out, bn_axis_name=bn_axis_name)
 
 __all__ = ["BACKBONES", "INPUTS", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead",
-           "Prototypes", "ResNet", "SSLModel", "SplitDecoder", "build_backbone", "build_model"]
+           "Prototypes", "ResNet", "SSLModel", "SplitDecoder", "TABULAR", "TabularMLP", "build_backbone", "build_model"]
