@@ -245,3 +245,40 @@ def test_clip_trains_on_dataset_captions_one_drawn_per_step_the_same_on_any_devi
   broken, _ = load_config("clip", **{"clip.captions": "dataset"})
   with pytest.raises(ConfigError, match="data.captions"):
     CLIP.validate_config(broken)
+
+
+def test_tfds_caption_feature_is_read_as_the_images_captions(tmp_path):
+  """A TFDS dataset shaped like coco_captions (a sequence of {'text'} per image), built here."""
+  import tensorflow_datasets as tfds
+
+  from sslax.data import load_tfds
+  from sslax.data.sources import DatasetNotFoundError
+
+  class SslaxCaptionsTest(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(8, 8, 3)),
+          "label": tfds.features.ClassLabel(num_classes=2),
+          "captions": tfds.features.Sequence({"text": tfds.features.Text()})}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      rng = np.random.default_rng(0)
+      for i in range(6):
+        texts = [f"image {i} caption {j}" for j in range(1 + i % 3)]
+        yield i, {"image": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "label": i % 2,
+                  "captions": {"text": texts}}
+
+  SslaxCaptionsTest(data_dir=str(tmp_path)).download_and_prepare()
+  data = load_tfds("sslax_captions_test", "train", data_dir=str(tmp_path), caption_feature="captions/text",
+                   max_captions=2, caption_max_len=32)
+  assert data.captions.shape == (6, 2, 32)
+  by_image = {tuple(_decode(t) for t in caps) for caps in data.captions}
+  assert ("image 0 caption 0", "image 0 caption 0") in by_image  # One caption, cycled.
+  assert ("image 2 caption 0", "image 2 caption 1") in by_image  # Three captions, the first two kept.
+  with pytest.raises(DatasetNotFoundError, match="no feature 'sentences/raw'"):
+    load_tfds("sslax_captions_test", "train", data_dir=str(tmp_path), caption_feature="sentences/raw")
