@@ -56,6 +56,8 @@ def main(argv):
     workdir = os.path.join(FLAGS.workdir, f"seed{seed}")
     t0 = time.time()
     summary = train_and_evaluate(config, workdir)
+    if summary["stopped_by_signal"]:  # Saved; rerunning the same command resumes.
+      sys.exit(f"Stopped by a signal during pretraining of seed {seed}; rerun to resume.")
     pretrain[seed] = {"seconds": time.time() - t0, "knn_top1": summary.get("knn_top1"),
                       "online_probe_top1": summary.get("online_probe_top1"), "step": summary["step"]}
     print(f"seed {seed}: pretrained {summary['step']} steps in {pretrain[seed]['seconds']:.0f} s, "

@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from sslax import augment, monitors, parallel
 from sslax.config_utils import resolve_steps, validate
 from sslax.data.preprocessing import preprocess
+from sslax.data.streaming import ON_CORRUPT
 from sslax.methods import METHODS, Method, get_method
 from sslax.models import BACKBONES, INPUTS, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
@@ -35,7 +36,7 @@ CONFIG_CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
     "data.source": ("tfds", "folder", "synthetic", "csv", "sklearn"),
-    "data.on_corrupt": ("skip", "error"),
+    "data.on_corrupt": ON_CORRUPT,
 }
 
 # Augmentation steps of a forward-only pass over the data before training (Method.before_training)

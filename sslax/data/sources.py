@@ -7,6 +7,7 @@ images) want: index-based sampling is then exact, fast and resumable at any step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Sequence
 
@@ -236,11 +237,17 @@ def tfds_builder(name: str, data_dir: str | None = None):
   Raises:
     DatasetNotFoundError: the dataset is unknown or not prepared there.
   """
+  return _prepared_builder(name, default_data_dir(data_dir))
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared_builder(name: str, data_dir: str | None):
+  # Cached: deciding whether to stream, loading, and the kNN monitor's eval split all ask for
+  # the same builder, and each construction reads the dataset's metadata from disk.
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
   tf.config.set_visible_devices([], "GPU")  # tf.data must not take accelerator memory.
-  data_dir = default_data_dir(data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
     prepared = builder.is_prepared()
