@@ -210,3 +210,24 @@ def test_tabular_protocol_fine_tunes_from_the_given_encoder_or_from_scratch(tmp_
                                                                 ("raw_probe", 400), ("scratch", 400)]
   raw = next(r for r in records if r["protocol"] == "raw_probe" and r["fraction"] == 1.0)
   assert raw["top1"] > 0.9  # The raw features hold the answer linearly.
+
+
+def test_scarf_trains_end_to_end_on_a_scikit_learn_table_and_the_image_protocols_refuse_it(tmp_path):
+  from sslax import train
+  from sslax.evaluate.pretrained import load_pretrained
+  from sslax.evaluate.run import evaluate
+  from sslax.evaluate.tabular import encoder_features
+
+  config, _ = load_config("scarf", **{"data.source": "sklearn", "data.name": "wine", "data.table.train_path": "",
+                                      "data.table.label_column": "target", "knn.at_end": True, "knn.k": 5})
+  workdir = str(tmp_path / "w")
+  summary = train.train_and_evaluate(config, workdir, mesh=parallel.make_mesh(jax.devices()[:2]))
+  assert summary["step"] == 6 and np.isfinite(summary["loss"])
+  assert summary["knn_top1"] > 0.6  # Wine's three classes are nearly separable, even by a random encoder.
+  backbone = load_pretrained(workdir)
+  test = load_dataset(config.data, "test")
+  feats = encoder_features(backbone.module, backbone.variables, test)
+  assert feats.shape == (len(test), 32) and len(test) == 36
+  eval_config, _ = load_config("eval", "knn", **{"pretrained_workdir": workdir})
+  with pytest.raises(ValueError, match="tabular encoder.*tabular_protocol"):
+    evaluate(eval_config, str(tmp_path / "eval"))

@@ -63,6 +63,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not config.pretrained_workdir:
     raise ValueError("Set --config.pretrained_workdir=DIR to the --workdir of a pretraining run.")
   backbone = load_pretrained(config.pretrained_workdir, config.step)
+  from sslax.data.tabular import TABLE_SOURCES
+
+  if backbone.config.data.source in TABLE_SOURCES:
+    raise ValueError(f"{config.pretrained_workdir!r} holds a tabular encoder; these protocols are for images. "
+                     f"Use sslax.evaluate.tabular.tabular_protocol (benchmarks/scarf_adult.py runs it).")
   os.makedirs(workdir, exist_ok=True)
   data_cfg = backbone.config.data
   with data_cfg.unlocked():
