@@ -39,6 +39,9 @@ setup(
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
         # On a Cloud TPU VM: pip install -e .[tpu]
         "tpu": ["jax[tpu]>=0.10,<0.11"],
+        # benchmarks/torch_reference.py only (PyTorch's step beside sslax's); never needed by sslax.
+        # 2.13.0 is the CPU build this project's machines hold; pip elsewhere may fetch a CUDA build.
+        "bench": ["torch==2.13.0"],
     },
     license="Apache-2.0",
 )

@@ -381,6 +381,10 @@ def reference_flops(case: str, dtype: str, batch_size: int | None = None) -> flo
   config, num_examples, num_classes = case_config(case, dtype)
   if batch_size is not None:
     config.batch_size = batch_size
+  # XLA's own convolution gradients, as on the accelerator: the CPU default (GEMM gradients
+  # with a scan over batch chunks) is the same arithmetic, but cost analysis counts a loop
+  # body once.
+  config.model.conv_impl = "xla"
   source = _source_size(case, config)
   mesh = parallel.make_mesh(jax.devices()[:1])
   setup = build_setup(config, num_examples, mesh=mesh, num_classes=num_classes)

@@ -3,12 +3,19 @@ r"""Throughput, compile time and peak memory of one method's train step.
 Measures, on the devices of this machine:
   * compile time of the jitted train step;
   * steady-state training images/s (an image = all its views, augmentation included);
+  * the step's parts: the forward pass (augmentation, encoder on every view, loss), the
+    forward and backward pass (the gradient the step applies) and the full step (plus
+    the optimizer, monitors and method state), each jitted alone and timed;
   * augmentation-only images/s (the on-device view generation alone);
   * peak host memory (max RSS) and, on accelerators, peak device memory.
 
 Run (the numbers in BENCHMARKS.md):
   python benchmarks/train_speed.py --config=configs/simclr.py:cpu --config.batch_size=256 \
       --config.augment.crop_size=32
+
+`--config.model.conv_impl=xla` times XLA's own convolution gradients instead of the GEMM
+ones that are the CPU default (sslax/models/conv.py); benchmarks/speed_vs_torch.sh runs
+both beside PyTorch's step (benchmarks/torch_reference.py).
 """
 from __future__ import annotations
 
@@ -58,6 +65,9 @@ def main(argv):
   step_fn = step.make_train_step(setup).lower(state, batch).compile()
   compile_s = time.perf_counter() - start
 
+  forward_s = _timed(step.make_loss_fn(setup), state, batch, repeats=_STEPS.value)
+  forward_backward_s = _timed(step.make_grad_fn(setup), state, batch, repeats=_STEPS.value)
+
   state, metrics = step_fn(state, batch)  # Warm-up.
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -81,8 +91,9 @@ def main(argv):
   result = {
       "method": config.method, "backbone": config.model.backbone, "width_multiplier": config.model.width_multiplier,
       "batch_size": config.batch_size, "crop_size": config.augment.crop_size, "devices": jax.device_count(),
-      "platform": jax.devices()[0].platform, "compile_s": round(compile_s, 2),
-      "step_s": round(step_s, 4), "train_images_per_s": round(config.batch_size / step_s, 1),
+      "platform": jax.devices()[0].platform, "conv_impl": config.model.get("conv_impl", "auto"),
+      "compile_s": round(compile_s, 2), "forward_s": round(forward_s, 4),
+      "forward_backward_s": round(forward_backward_s, 4), "step_s": round(step_s, 4), "train_images_per_s": round(config.batch_size / step_s, 1),
       "augment_images_per_s": round(config.batch_size / aug_s, 1), "peak_host_rss_gib": round(peak_rss_gib, 2),
       "peak_device_gib": None if device_peak is None else round(device_peak, 2),
       "final_loss": float(metrics["loss"]),

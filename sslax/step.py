@@ -23,7 +23,7 @@ from sslax.config_utils import resolve_steps, validate
 from sslax.data.preprocessing import preprocess
 from sslax.data.streaming import ON_CORRUPT
 from sslax.methods import METHODS, Method, get_method
-from sslax.models import BACKBONES, INPUTS, build_model
+from sslax.models import BACKBONES, CONV_IMPLS, INPUTS, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
 from sslax.state import TrainState
 
@@ -33,6 +33,7 @@ CONFIG_CHOICES = {
     "model.stem": ("cifar", "imagenet"),
     "model.dtype": ("float32", "bfloat16"),
     "model.input": INPUTS,
+    "model.conv_impl": CONV_IMPLS,
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
     "data.source": ("tfds", "folder", "synthetic", "csv", "sklearn"),
@@ -178,7 +179,7 @@ def augmented_views(setup: Setup, step: jax.Array, batch: dict) -> list[jax.Arra
   return [preprocess(v, config.data.mean, config.data.std, dtype=config.model.dtype) for v in views]
 
 
-def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
+def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict, with_grads: bool = True):
   """Per-device body: augment this device's rows, then the method's loss and its gradient.
 
   The method's loss gathers what it needs across devices with explicit collectives and
@@ -187,7 +188,7 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
   sum over devices).
 
   Returns:
-    ((loss, LossOutput), grads).
+    ((loss, LossOutput), grads); with `with_grads=False`, (loss, LossOutput) alone.
   """
   views = augmented_views(setup, state.step, batch)
 
@@ -196,6 +197,8 @@ def _local_loss_and_grads(setup: Setup, state: TrainState, batch: dict):
                             axis_name=parallel.DATA_AXIS, batch=batch)
     return out.loss, out
 
+  if not with_grads:
+    return loss_fn(state.params)
   return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
 
@@ -243,6 +246,15 @@ def collapse_metrics(embeddings: jax.Array, step: jax.Array, setup: Setup) -> di
 def _shard(setup: Setup, fn: Callable) -> Callable:
   # State replicated, batch split along the data axis, outputs replicated.
   return jax.shard_map(fn, mesh=setup.mesh, in_specs=(P(), P(parallel.DATA_AXIS)), out_specs=P())
+
+
+def make_loss_fn(setup: Setup) -> Callable[[TrainState, dict], jax.Array]:
+  """Jitted `(state, batch) -> loss`: the train step's augmentation and forward pass alone."""
+
+  def fn(state, batch):
+    return _local_loss_and_grads(setup, state, batch, with_grads=False)[0]
+
+  return jax.jit(_shard(setup, fn))
 
 
 def make_grad_fn(setup: Setup) -> Callable[[TrainState, dict], tuple[jax.Array, Any]]:

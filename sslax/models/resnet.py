@@ -72,6 +72,8 @@ class ResNet(nn.Module):
     bn_axis_name: mesh axis over which BatchNorm statistics are averaged (None: local).
     bn_momentum: running-average momentum of BatchNorm statistics.
     dtype: computation dtype (parameters stay float32).
+    conv_general_dilated: the convolution primitive (None: `lax.conv_general_dilated`);
+      `sslax.models.conv.conv_general_dilated` computes the gradients as GEMMs, faster on CPUs.
   """
 
   stage_sizes: Sequence[int]
@@ -82,6 +84,7 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable[..., Any] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -92,7 +95,7 @@ class ResNet(nn.Module):
     Returns:
       (B, D) pooled features, D = final stage width (x4 for bottleneck blocks).
     """
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name if train else None)

@@ -1,0 +1,207 @@
+"""A 2-D convolution whose gradients run as matrix products, for XLA on CPUs.
+
+XLA-CPU runs a forward NHWC convolution through its fast (Eigen) path, but the
+convolutions that JAX's autodiff derives for the backward pass are slow there:
+the weight gradient is a convolution whose "kernel" is the whole output map and
+whose contraction runs over batch x height x width, and the input gradient of a
+strided convolution dilates its input with zeros. On a ResNet-18 x0.25 at batch
+512 (BENCHMARKS.md) the weight gradients of the 32x32 layers alone took 13x
+their forward time.
+
+`conv_general_dilated` below has the signature of `lax.conv_general_dilated` and
+computes the same convolution forward, with a `custom_vjp` whose backward pass
+is plain matrix products, which XLA-CPU runs near its peak:
+
+  * weight gradient: for each kernel tap (a, b), the (strided) window of the
+    padded input that the tap sees, flattened to (B*Ho*Wo, Cin), times the
+    flattened output gradient (B*Ho*Wo, Cout): k*k GEMMs with long contractions;
+  * input gradient: one GEMM of the output gradient with all the taps' kernels
+    (B*Ho*Wo, Cout) x (Cout, k*k*Cin), then each tap's slice is placed back at its
+    (strided) input positions with `lax.pad` (interior padding = stride - 1) and
+    the k*k placements are summed, which XLA fuses into one loop.
+
+Both are exact rearrangements of the same sums (tested against
+`lax.conv_general_dilated`'s own gradients). Anything other than a 2-D NHWC/HWIO
+convolution without dilation or feature groups falls back to
+`lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
+default) uses it when JAX's default backend is the CPU and XLA's own gradients on
+GPUs and TPUs (cuDNN and the TPU compiler run them well); 'gemm' or 'xla' force one.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+CONV_IMPLS = ("auto", "gemm", "xla")
+
+
+def conv_for(impl: str = "auto"):
+  """The convolution primitive that `model.conv_impl` names.
+
+  Args:
+    impl: 'auto' (GEMM gradients on a CPU backend, XLA's elsewhere), 'gemm' or 'xla'.
+
+  Returns:
+    `conv_general_dilated` below, or None for `lax.conv_general_dilated` (Flax's default).
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown config.model.conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPLS)}.")
+  if impl == "auto":
+    impl = "gemm" if jax.default_backend() == "cpu" else "xla"
+  return conv_general_dilated if impl == "gemm" else None
+
+
+def _is_nhwc(lhs_ndim: int, dimension_numbers) -> bool:
+  """Whether `dimension_numbers` describe a 2-D NHWC x HWIO -> NHWC convolution."""
+  if lhs_ndim != 4 or dimension_numbers is None:
+    return False
+  shape = (1, 1, 1, 1)
+  try:
+    given = lax.conv_dimension_numbers(shape, shape, dimension_numbers)
+  except (TypeError, ValueError):
+    return False
+  return given == lax.conv_dimension_numbers(shape, shape, _NHWC)
+
+
+def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` with GEMM gradients for 2-D NHWC convolutions (module docstring).
+
+  Args:
+    lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+    feature_group_count, batch_group_count, precision, preferred_element_type: as
+      `lax.conv_general_dilated`.
+
+  Returns:
+    The convolution, equal to `lax.conv_general_dilated`'s up to float rounding.
+  """
+  plain = (_is_nhwc(lhs.ndim, dimension_numbers) and feature_group_count == 1 and batch_group_count == 1
+           and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
+           and preferred_element_type is None)
+  if not plain:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                                    feature_group_count, batch_group_count, precision, preferred_element_type)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  strides = tuple(int(s) for s in window_strides)
+  pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  lhs, rhs = _same_varying_axes(lhs, rhs)
+  return _conv(lhs, rhs, strides, pads, precision)
+
+
+def _varying_axes(x) -> frozenset:
+  """The shard_map axes `x` varies over (`manual_axis_type.varying`; `vma` in older JAX)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)
+  return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def _same_varying_axes(*xs):
+  """Marks each array as varying over every shard_map axis that any of them varies over.
+
+  Under `jax.shard_map` the weights are replicated while the activations vary over the
+  data axis; a custom_vjp's backward pass must return each cotangent with its input's
+  type, and the weight gradient computed from the activations varies. Casting the weights
+  to varying first (a no-op on the values) makes autodiff sum that gradient over the
+  devices outside the custom_vjp, exactly as it does for `lax.conv_general_dilated`.
+  """
+  axes = frozenset().union(*(_varying_axes(x) for x in xs))
+  out = []
+  for x in xs:
+    missing = tuple(sorted(axes - _varying_axes(x)))
+    out.append(lax.pcast(x, missing, to="varying") if missing else x)
+  return out
+
+
+def _forward(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+  return _forward(x, w, strides, pads, precision)
+
+
+def _conv_fwd(x, w, strides, pads, precision):
+  return _forward(x, w, strides, pads, precision), (x, w)
+
+
+def _tap_window(xp, a: int, b: int, out_hw, strides):
+  """The (strided) window of the padded input that kernel tap (a, b) multiplies."""
+  (ho, wo), (sh, sw) = out_hw, strides
+  return lax.slice(xp, (0, a, b, 0), (xp.shape[0], a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1, xp.shape[3]),
+                   (1, sh, sw, 1))
+
+
+# Rows (batch x output pixels) per chunk of the weight gradient: the chunk's k*k input
+# windows then stay in the CPU's cache instead of being written out to memory.
+_ROWS_PER_CHUNK = 16384
+
+
+def _pad_spatial(x, pads):
+  return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0),
+                                           (0, 0, 0)))
+
+
+def _weight_grad(x, g, kernel_hw, strides, pads, precision):
+  """dL/dw as k*k GEMMs per batch chunk, accumulated over chunks by a scan.
+
+  Each chunk is padded and cut into its k*k tap windows inside the scan body, so those
+  copies stay in the cache instead of being written out for the whole batch.
+  """
+  (kh, kw), (n, ho, wo, cout), cin = kernel_hw, g.shape, x.shape[3]
+  chunks = max(1, min(n, (n * ho * wo) // _ROWS_PER_CHUNK))
+  while n % chunks:
+    chunks -= 1
+
+  def chunk_grad(xc, gc):
+    xp, g_flat = _pad_spatial(xc, pads), gc.reshape(-1, cout)
+    return jnp.stack([jnp.dot(_tap_window(xp, a, b, (ho, wo), strides).reshape(-1, cin).T, g_flat,
+                              precision=precision) for a in range(kh) for b in range(kw)])
+
+  if chunks == 1:
+    return chunk_grad(x, g).reshape(kh, kw, cin, cout)
+  xs = (x.reshape(chunks, n // chunks, *x.shape[1:]), g.reshape(chunks, n // chunks, ho, wo, cout))
+  acc = jnp.zeros((kh * kw, cin, cout), jnp.promote_types(x.dtype, g.dtype))
+  acc = _same_varying_axes(acc, x, g)[0]  # The carry varies over shard_map axes as the chunks do.
+  acc, _ = lax.scan(lambda acc, c: (acc + chunk_grad(*c), None), acc, xs)
+  return acc.reshape(kh, kw, cin, cout)
+
+
+def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
+  """dL/dx of a strided conv: one GEMM for all taps, placed back by interior padding and summed."""
+  kh, kw, cin, cout = w.shape
+  n, ho, wo, _ = g.shape
+  (hp, wp), zero = padded_hw, jnp.zeros((), g.dtype)
+  contrib = jnp.dot(g.reshape(-1, cout), w.reshape(kh * kw * cin, cout).T, precision=precision)
+  contrib = contrib.reshape(n, ho, wo, kh * kw, cin)
+  dxp = None
+  for a in range(kh):
+    for b in range(kw):
+      placed = lax.pad(contrib[:, :, :, a * kw + b], zero,
+                       ((0, 0, 0), (a, hp - a - (ho - 1) * strides[0] - 1, strides[0] - 1),
+                        (b, wp - b - (wo - 1) * strides[1] - 1, strides[1] - 1), (0, 0, 0)))
+      dxp = placed if dxp is None else dxp + placed
+  # Drop the padding again (negative padding crops).
+  return lax.pad(dxp, zero, ((0, 0, 0), (-pads[0][0], -pads[0][1], 0), (-pads[1][0], -pads[1][1], 0), (0, 0, 0)))
+
+
+def _conv_bwd(strides, pads, precision, residuals, g):
+  x, w = residuals
+  dw = _weight_grad(x, g, w.shape[:2], strides, pads, precision).astype(w.dtype)
+  if strides == (1, 1):
+    # Unstrided: XLA's own input gradient is a forward conv with the flipped kernel (fast path).
+    dx = jax.vjp(lambda x: _forward(x, w, strides, pads, precision), x)[1](g)[0]
+  else:
+    padded_hw = (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]))
+    dx = _input_grad_strided(g, w, padded_hw, strides, pads, precision)
+  return dx.astype(x.dtype), dw
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
