@@ -22,6 +22,7 @@ from sslax import augment, monitors, parallel
 from sslax.config_utils import resolve_steps, validate
 from sslax.data.preprocessing import preprocess
 from sslax.data.streaming import ON_CORRUPT
+from sslax.data.tabular import TABLE_SOURCES
 from sslax.methods import METHODS, Method, get_method
 from sslax.models import BACKBONES, CONV_IMPLS, INPUTS, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
@@ -36,7 +37,7 @@ CONFIG_CHOICES = {
     "model.conv_impl": CONV_IMPLS,
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
-    "data.source": ("tfds", "folder", "synthetic", "csv", "sklearn"),
+    "data.source": ("tfds", "folder", "synthetic") + TABLE_SOURCES,
     "data.on_corrupt": ON_CORRUPT,
 }
 

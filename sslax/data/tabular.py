@@ -145,10 +145,6 @@ def one_hot_inputs(numeric: np.ndarray, categorical: np.ndarray, max_categories:
 # ----------------------------------------------------------------------------- reading
 
 
-def _clean(value: str) -> str:
-  return value.strip()
-
-
 def _clean_label(value: str) -> str:
   # UCI files (Adult's test split) end labels with a full stop: '>50K.' is '>50K'.
   return value.strip().rstrip(".")
@@ -167,7 +163,7 @@ def read_csv(path: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
                                f"eval_path at CSV files with a header row (sslax never downloads data).")
   with open(path, newline="") as f:
     reader = csv.reader(f, skipinitialspace=True)
-    header = tuple(_clean(h) for h in next(reader, ()))
+    header = tuple(h.strip() for h in next(reader, ()))
     if not header:
       raise TableError(f"Table {path!r} is empty; it needs a header row of column names.")
     rows = []
@@ -177,7 +173,7 @@ def read_csv(path: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
       if len(row) != len(header):
         raise TableError(f"{path}, line {line}: {len(row)} fields where the header has {len(header)}. "
                          f"Fix or remove that row.")
-      rows.append(tuple(_clean(v) for v in row))
+      rows.append(tuple(v.strip() for v in row))
   if not rows:
     raise TableError(f"Table {path!r} has a header but no rows.")
   return header, tuple(rows)
