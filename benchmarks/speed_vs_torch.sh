@@ -14,18 +14,21 @@ OUT="benchmarks/results/speed_vs_torch_w${WIDTH}.jsonl"
 mkdir -p benchmarks/results && : > "$OUT"
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 HIDDEN="(512,)"; [ "$WIDTH" = "1.0" ] && HIDDEN="(2048,)"
+append() {  # The last result, tagged with its round, as one line of $OUT.
+  "$PY" -c "import json; r = json.load(open('$TMP/r.json')); r['round'] = $1; print(json.dumps(r))" >> "$OUT"
+}
 for round in $(seq "$ROUNDS"); do
   for impl in gemm xla; do
     "$PY" benchmarks/train_speed.py --config=configs/simclr.py:cpu --config.batch_size=256 \
       --config.augment.crop_size=32 --config.model.width_multiplier="$WIDTH" \
       "--config.model.projector.hidden_dims=$HIDDEN" --config.model.conv_impl="$impl" \
       --steps="$STEPS" --out="$TMP/r.json" > /dev/null
-    "$PY" -c "import json,sys; r=json.load(open('$TMP/r.json')); r['round']=$round; print(json.dumps(r))" >> "$OUT"
+    append "$round"
   done
   for layout in "" "--channels_last"; do
     "$TORCH_PY" benchmarks/torch_reference.py --width="$WIDTH" --batch=256 --crop=32 --steps="$STEPS" $layout \
       --out="$TMP/r.json" > /dev/null
-    "$PY" -c "import json,sys; r=json.load(open('$TMP/r.json')); r['round']=$round; print(json.dumps(r))" >> "$OUT"
+    append "$round"
   done
 done
 cat "$OUT"

@@ -188,8 +188,7 @@ def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
                        ((0, 0, 0), (a, hp - a - (ho - 1) * strides[0] - 1, strides[0] - 1),
                         (b, wp - b - (wo - 1) * strides[1] - 1, strides[1] - 1), (0, 0, 0)))
       dxp = placed if dxp is None else dxp + placed
-  # Drop the padding again (negative padding crops).
-  return lax.pad(dxp, zero, ((0, 0, 0), (-pads[0][0], -pads[0][1], 0), (-pads[1][0], -pads[1][1], 0), (0, 0, 0)))
+  return _pad_spatial(dxp, tuple((-lo, -hi) for lo, hi in pads))  # Negative padding crops the padding off.
 
 
 def _conv_bwd(strides, pads, precision, residuals, g):
