@@ -7,6 +7,8 @@ the local batch is the global one.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -17,6 +19,73 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   """x / max(||x||, eps) along `axis` (eps keeps the gradient finite at zero)."""
   norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
   return x / jnp.maximum(norm, eps)
+
+
+class TwoViewPairs(NamedTuple):
+  """This device's embeddings of a two-view batch against the whole global batch's.
+
+  Every example of the global batch (N of them) has two embeddings, one per view; an
+  embedding's positive is the other view of its example and every embedding of another
+  example is a negative. Rows are this device's 2n embeddings [view 1; view 2], columns the
+  2N gathered ones in global order [view 1 of all devices; view 2 of all devices]; gradients
+  flow back through the gather (sslax.parallel.all_gather), so a loss summed over the rows of
+  every device has the single-device gradient.
+
+  Attributes:
+    rows: (2n, d) this device's embeddings.
+    cols: (2N, d) every device's embeddings.
+    row_example, col_example: (2n,), (2N,) global example index of each embedding.
+    is_self: (2n, 2N) True where a column is the row's own embedding.
+    positive: (2n,) column of each row's positive (the other view of its example).
+  """
+
+  rows: jax.Array
+  cols: jax.Array
+  row_example: jax.Array
+  col_example: jax.Array
+  is_self: jax.Array
+  positive: jax.Array
+
+  @property
+  def is_negative(self) -> jax.Array:
+    """(2n, 2N) True where the column is an embedding of another example."""
+    return self.row_example[:, None] != self.col_example[None, :]
+
+  def squared_distances(self) -> jax.Array:
+    """(2n, 2N) squared Euclidean distances, clipped at 0 against rounding."""
+    sq_rows = jnp.sum(jnp.square(self.rows), axis=1)
+    sq_cols = jnp.sum(jnp.square(self.cols), axis=1)
+    dots = jnp.einsum("id,jd->ij", self.rows, self.cols, precision=jax.lax.Precision.HIGHEST)
+    return jnp.maximum(sq_rows[:, None] + sq_cols[None, :] - 2.0 * dots, 0.0)
+
+  def distances(self) -> jax.Array:
+    """(2n, 2N) Euclidean distances; the floor keeps sqrt's gradient finite at a zero distance."""
+    return jnp.sqrt(jnp.maximum(self.squared_distances(), 1e-12))
+
+
+def two_view_pairs(z1: jax.Array, z2: jax.Array, axis_name: str | None, *, normalize: bool = True) -> TwoViewPairs:
+  """The pair layout of a two-view batch (see TwoViewPairs), in float32.
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views of this device's examples.
+    axis_name: the batch's mesh axis, or None on one device.
+    normalize: L2-normalise the embeddings first.
+
+  Returns:
+    TwoViewPairs.
+  """
+  n_local = z1.shape[0]
+  rows = jnp.concatenate([z1, z2], axis=0).astype(jnp.float32)
+  if normalize:
+    rows = l2_normalize(rows)
+  cols = jnp.concatenate([all_gather(rows[:n_local], axis_name), all_gather(rows[n_local:], axis_name)])
+  n_global = cols.shape[0] // 2
+  local = device_offset(n_local, axis_name) + jnp.arange(n_local)
+  row_example = jnp.concatenate([local, local])
+  col_example = jnp.concatenate([jnp.arange(n_global), jnp.arange(n_global)])
+  self_col = jnp.concatenate([local, local + n_global])
+  is_self = jnp.arange(2 * n_global)[None, :] == self_col[:, None]
+  return TwoViewPairs(rows, cols, row_example, col_example, is_self, jnp.concatenate([local + n_global, local]))
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float,
@@ -39,25 +108,14 @@ def nt_xent(z1: jax.Array, z2: jax.Array, *, temperature: float,
     (loss, metrics): loss is the mean over all 2N rows of the global batch; metrics has
     'contrastive_top1', the fraction of rows whose positive has the highest logit.
   """
-  n_local = z1.shape[0]
-  q = l2_normalize(jnp.concatenate([z1, z2], axis=0).astype(jnp.float32))  # (2n, d)
-  k1 = all_gather(q[:n_local], axis_name)
-  k2 = all_gather(q[n_local:], axis_name)
-  n_global = k1.shape[0]
-  keys = jnp.concatenate([k1, k2], axis=0)  # (2N, d), global order [view1; view2]
-  logits = (q @ keys.T) / temperature  # (2n, 2N)
-
-  offset = device_offset(n_local, axis_name)
-  local = jnp.arange(n_local) + offset
-  self_col = jnp.concatenate([local, local + n_global])
-  pos_col = jnp.concatenate([local + n_global, local])
-  rows = jnp.arange(2 * n_local)
+  pairs = two_view_pairs(z1, z2, axis_name)
+  logits = (pairs.rows @ pairs.cols.T) / temperature  # (2n, 2N)
   # A large finite value rather than -inf keeps every intermediate of the backward pass finite.
-  logits = logits.at[rows, self_col].set(-1e9)
+  logits = jnp.where(pairs.is_self, -1e9, logits)
   log_prob = jax.nn.log_softmax(logits, axis=-1)
-  row_loss = -log_prob[rows, pos_col]
-  correct = (jnp.argmax(logits, axis=-1) == pos_col).astype(jnp.float32)
-
+  row_loss = -jnp.take_along_axis(log_prob, pairs.positive[:, None], axis=1)[:, 0]
+  correct = (jnp.argmax(logits, axis=-1) == pairs.positive).astype(jnp.float32)
+  n_global = pairs.cols.shape[0] // 2
   denom = 2.0 * n_global
   loss = global_sum(jnp.sum(row_loss), axis_name) / denom
   top1 = global_sum(jnp.sum(correct), axis_name) / denom
@@ -364,3 +422,232 @@ def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, *, logit_scale: jax.A
     txt = jax.lax.ppermute(txt, axis_name, ring)  # The texts of the previous device on the ring.
     total = total + _sigmoid_pair_loss(img, txt, scale, bias, False)
   return global_sum(total, axis_name) / n_global, metrics
+
+
+# ----------------------------------------------------------------------------- metric learning
+#
+# The losses contrastive learning grew out of, on two views of each image (the positive of an
+# embedding is the other view of its example, the negatives every embedding of another
+# example in the global batch; sslax.methods.metric). Each device scores its 2n rows against
+# the 2N gathered columns (two_view_pairs) and the row terms are summed over devices, so every
+# loss is the single-device loss of the global batch, gradients included.
+
+
+def _global_masked_mean(values: jax.Array, mask: jax.Array, axis_name: str | None) -> jax.Array:
+  """Mean of `values` where `mask` over the global batch (0 when the mask is empty)."""
+  mask = mask.astype(jnp.float32)
+  total = global_sum(jnp.sum(jnp.where(mask > 0, values, 0.0)), axis_name)
+  return total / jnp.maximum(global_sum(jnp.sum(mask), axis_name), 1.0)
+
+
+def contrastive_margin_loss(z1: jax.Array, z2: jax.Array, *, margin: float, normalize: bool = True,
+                            axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The contrastive loss with a margin (Hadsell, Chopra & LeCun 2006, eq. 4).
+
+  A positive pair at distance D costs D^2 / 2, a negative pair max(0, m - D)^2 / 2. Each of the
+  two terms is averaged over its own pairs (a batch holds 2N - 2 negatives per positive, so a
+  plain mean over all pairs would be almost only the negative term).
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views.
+    margin: m, the distance beyond which a negative pair costs nothing.
+    normalize: L2-normalise the embeddings (distances then lie in [0, 2]).
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (mean positive term + mean negative term, {'positive_distance', 'active_negatives'}).
+  """
+  pairs = two_view_pairs(z1, z2, axis_name, normalize=normalize)
+  distance = pairs.distances()
+  positive = jnp.take_along_axis(distance, pairs.positive[:, None], axis=1)[:, 0]
+  negative_term = 0.5 * jnp.square(jax.nn.relu(margin - distance))
+  loss = global_mean(0.5 * jnp.square(positive), axis_name) + _global_masked_mean(
+      negative_term, pairs.is_negative, axis_name)
+  active = _global_masked_mean((distance < margin).astype(jnp.float32), pairs.is_negative, axis_name)
+  return loss, {"positive_distance": global_mean(positive, axis_name), "active_negatives": active}
+
+
+TRIPLET_MINING = ("batch_all", "batch_hard", "semi_hard")
+
+
+def triplet_loss(z1: jax.Array, z2: jax.Array, *, margin: float, mining: str = "semi_hard", normalize: bool = True,
+                 axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The triplet loss max(0, D_ap^2 - D_an^2 + alpha) of FaceNet (Schroff et al. 2015), squared
+  Euclidean distances on L2-normalised embeddings as in the paper.
+
+  Every embedding is an anchor, its other view the positive. The negatives by `mining`:
+  - 'batch_all': every (anchor, negative) triplet; the mean over the triplets with a non-zero
+    loss (Hermans et al. 2017's "batch all", the mean that does not fade as triplets get easy);
+  - 'batch_hard': the closest negative of each anchor (Hermans et al. 2017), mean over anchors;
+  - 'semi_hard': FaceNet's choice, the closest negative that is farther than the positive
+    (D_an^2 > D_ap^2); an anchor without one takes its farthest negative (as TF-Addons'
+    triplet_semihard_loss); mean over anchors.
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views.
+    margin: alpha.
+    mining: one of TRIPLET_MINING.
+    normalize: L2-normalise the embeddings first.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (loss, {'active_triplets': the fraction of the mined triplets with a non-zero loss}).
+  """
+  if mining not in TRIPLET_MINING:
+    raise ValueError(f"Unknown triplet mining {mining!r}; valid choices: {', '.join(TRIPLET_MINING)}.")
+  pairs = two_view_pairs(z1, z2, axis_name, normalize=normalize)
+  d2 = pairs.squared_distances()
+  negative = pairs.is_negative
+  d_ap = jnp.take_along_axis(d2, pairs.positive[:, None], axis=1)  # (2n, 1)
+  if mining == "batch_all":
+    terms = jax.nn.relu(d_ap - d2 + margin)
+    active = negative & (terms > 0)
+    loss = _global_masked_mean(terms, active, axis_name)
+    return loss, {"active_triplets": _global_masked_mean(active.astype(jnp.float32), negative, axis_name)}
+  big = jnp.float32(1e9)
+  closest = jnp.min(jnp.where(negative, d2, big), axis=1)
+  if mining == "semi_hard":
+    farther = negative & (d2 > d_ap)
+    farthest = jnp.max(jnp.where(negative, d2, -big), axis=1)
+    closest = jnp.where(jnp.any(farther, axis=1), jnp.min(jnp.where(farther, d2, big), axis=1), farthest)
+  terms = jax.nn.relu(d_ap[:, 0] - closest + margin)
+  return global_mean(terms, axis_name), {"active_triplets": global_mean((terms > 0).astype(jnp.float32), axis_name)}
+
+
+def n_pair_loss(z1: jax.Array, z2: jax.Array, *, l2_reg: float = 0.002,
+                axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The multi-class N-pair loss (Sohn 2016, eq. 6) with its embedding-norm regulariser.
+
+  Anchor f_i (view 1) against the positives f_j+ (view 2) of every example j of the global
+  batch: log(1 + sum_{j != i} exp(f_i.f_j+ - f_i.f_i+)), which is the softmax cross-entropy of
+  the inner products f_i.f_j+ with target i. Inner products of unnormalised embeddings, as in
+  the paper, whose regulariser l2_reg * (|f_i|^2 + |f_i+|^2) (averaged over the N pairs) keeps
+  their norms bounded.
+
+  Args:
+    z1, z2: (n_local, d) anchors (view 1) and positives (view 2).
+    l2_reg: lambda of the norm regulariser (0.002 in the paper's code).
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (loss, {'contrastive_top1', 'embedding_norm'}).
+  """
+  a, p = z1.astype(jnp.float32), z2.astype(jnp.float32)
+  logits = jnp.einsum("id,jd->ij", a, all_gather(p, axis_name), precision=jax.lax.Precision.HIGHEST)
+  labels = device_offset(a.shape[0], axis_name) + jnp.arange(a.shape[0])
+  row_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[:, None], axis=1)[:, 0]
+  norms = jnp.sum(jnp.square(a), axis=1) + jnp.sum(jnp.square(p), axis=1)
+  loss = global_mean(row_loss, axis_name) + l2_reg * global_mean(norms, axis_name)
+  top1 = global_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), axis_name)
+  return loss, {"contrastive_top1": top1, "embedding_norm": global_mean(jnp.sqrt(norms / 2.0), axis_name)}
+
+
+def lifted_structured_loss(z1: jax.Array, z2: jax.Array, *, margin: float = 1.0, normalize: bool = True,
+                           axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The lifted structured embedding loss (Oh Song et al. 2016, eq. 4).
+
+  For each positive pair (i, j), the two views of one example:
+  J_ij = log(sum_{k in neg(i)} exp(m - D_ik) + sum_{l in neg(j)} exp(m - D_jl)) + D_ij, and the
+  loss is sum_{(i, j)} max(0, J_ij)^2 / (2 |P|) with Euclidean distances D over the N positive
+  pairs of the global batch.
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views.
+    margin: m (alpha in the paper).
+    normalize: L2-normalise the embeddings first.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (loss, {'positive_distance'}).
+  """
+  pairs = two_view_pairs(z1, z2, axis_name, normalize=normalize)
+  n = z1.shape[0]
+  distance = pairs.distances()
+  neg_lse = jax.nn.logsumexp(jnp.where(pairs.is_negative, margin - distance, -jnp.inf), axis=1)  # (2n,)
+  d_pos = jnp.take_along_axis(distance, pairs.positive[:, None], axis=1)[:n, 0]  # view-1 rows: one per pair.
+  j = jnp.logaddexp(neg_lse[:n], neg_lse[n:]) + d_pos
+  loss = global_mean(jnp.square(jax.nn.relu(j)), axis_name) / 2.0
+  return loss, {"positive_distance": global_mean(d_pos, axis_name)}
+
+
+def nce_binary_loss(positive_logits: jax.Array, negative_logits: jax.Array, *, log_normalizer: jax.Array | float,
+                    log_noise_mass: jax.Array | float) -> jax.Array:
+  """Noise-contrastive estimation (Gutmann & Hyvarinen 2010) of each row's positive against k noise samples.
+
+  With the model's unnormalised log-density s (a score) and normaliser Z, a candidate is data
+  with probability h = exp(s - log Z) / (exp(s - log Z) + k P_n); the loss of a row is
+  -log h(positive) - sum over its k noise samples of log(1 - h(noise)), i.e. logistic losses
+  of the logits s - log Z - log(k P_n).
+
+  Args:
+    positive_logits: (n,) the positives' scores s.
+    negative_logits: (n, k) scores of each row's noise samples (-inf: no sample).
+    log_normalizer: log Z (a constant: NCE learns self-normalised scores; InstDisc estimates
+      it once from the first batch).
+    log_noise_mass: log(k P_n), e.g. log(m / N_data) for m samples of a uniform noise over N_data.
+
+  Returns:
+    (n,) per-row losses.
+  """
+  shift = log_normalizer + log_noise_mass
+  positive = -jax.nn.log_sigmoid(positive_logits - shift)
+  negative = -jnp.sum(jax.nn.log_sigmoid(-(negative_logits - shift)), axis=-1)
+  return positive + negative
+
+
+def nce_pair_loss(z1: jax.Array, z2: jax.Array, *, temperature: float,
+                  axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """NCE (Gutmann & Hyvarinen 2010) on two views: the other view is data, the global batch's
+  other embeddings are the noise samples.
+
+  Scores are cosine similarities / temperature. The noise distribution is uniform over the
+  2N - 1 other embeddings and the row's 2N - 2 negatives are its k noise samples, so
+  log(k P_n) = log((2N - 2) / (2N - 1)). log Z is estimated from the batch as InstDisc does
+  (Wu et al. 2018): Z = (2N - 1) times the mean exp(score) over every row and candidate,
+  under stop_gradient, so the scores learn to be self-normalised.
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views.
+    temperature: the scores' temperature.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (global-batch mean of nce_binary_loss, {'contrastive_top1', 'log_normalizer'}).
+  """
+  pairs = two_view_pairs(z1, z2, axis_name)
+  scores = pairs.rows @ pairs.cols.T / temperature
+  candidates = ~pairs.is_self
+  m = pairs.cols.shape[0] - 1  # 2N - 1 candidates per row.
+  top = jax.lax.stop_gradient(jnp.max(scores))
+  top = top if axis_name is None else jax.lax.pmax(top, axis_name)
+  total = global_sum(jnp.sum(jnp.where(candidates, jnp.exp(jax.lax.stop_gradient(scores) - top), 0.0)), axis_name)
+  # Z = m * (mean of exp(score) over every row and candidate) = (sum of them) / rows.
+  log_z = top + jnp.log(total) - jnp.log(global_count(scores.shape[0], axis_name))
+  positive = jnp.take_along_axis(scores, pairs.positive[:, None], axis=1)[:, 0]
+  negative = jnp.where(pairs.is_negative, scores, -jnp.inf)
+  row_loss = nce_binary_loss(positive, negative, log_normalizer=log_z, log_noise_mass=jnp.log((m - 1.0) / m))
+  correct = (jnp.argmax(jnp.where(candidates, scores, -jnp.inf), axis=-1) == pairs.positive).astype(jnp.float32)
+  return global_mean(row_loss, axis_name), {"contrastive_top1": global_mean(correct, axis_name), "log_normalizer": log_z}
+
+
+def soft_nearest_neighbor_loss(z1: jax.Array, z2: jax.Array, *, temperature: float, normalize: bool = True,
+                               axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The soft nearest-neighbour loss (Frosst, Papernot & Hinton 2019, eq. 1).
+
+  -log(sum_{j != i, same example} exp(-D_ij^2 / T) / sum_{k != i} exp(-D_ik^2 / T)), mean over
+  the 2N embeddings; with two views an embedding's only same-class neighbour is its other view.
+
+  Args:
+    z1, z2: (n_local, d) embeddings of the two views.
+    temperature: T.
+    normalize: L2-normalise the embeddings first.
+    axis_name: data axis, or None on one device.
+
+  Returns:
+    (loss, {'contrastive_top1': the fraction of rows whose nearest neighbour is their other view}).
+  """
+  pairs = two_view_pairs(z1, z2, axis_name, normalize=normalize)
+  logits = jnp.where(pairs.is_self, -jnp.inf, -pairs.squared_distances() / temperature)
+  row_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), pairs.positive[:, None], axis=1)[:, 0]
+  correct = (jnp.argmax(logits, axis=-1) == pairs.positive).astype(jnp.float32)
+  return global_mean(row_loss, axis_name), {"contrastive_top1": global_mean(correct, axis_name)}

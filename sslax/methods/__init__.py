@@ -33,6 +33,9 @@ _REGISTERED = (
     "sslax.methods.context_encoder.ContextEncoder",
     "sslax.methods.clip.CLIP",
     "sslax.methods.scarf.SCARF",
+    "sslax.methods.metric.MetricLearning",
+    "sslax.methods.npid.NPID",
+    "sslax.methods.pirl.PIRL",
 )
 
 

@@ -195,6 +195,23 @@ def freeze_prototypes(params: dict, frozen: jax.Array) -> dict:
   return dict(params, prototypes=stopped)
 
 
+def check_tile_config(config, section: str) -> None:
+  """`config.<section>.tile_size` fits the 3x3 grid of the crop and, for a ViT, whole patches.
+
+  Raises:
+    ConfigError: naming the field and what to set.
+  """
+  tile_size = config[section].tile_size
+  if not config.model.backbone.startswith("resnet") and tile_size % config.model.patch_size:
+    # ViTs take any input size (fixed sin-cos position embeddings) made of whole patches.
+    raise ConfigError(f"config.{section}.tile_size={tile_size} must be a multiple of config.model.patch_size="
+                      f"{config.model.patch_size} for a ViT backbone (or use a ResNet).")
+  try:
+    check_tile_geometry(config.augment.crop_size, tile_size, f"config.{section}")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 class TileClassificationMethod(Method):
   """A pretext classification over a group of tiles of each image (jigsaw, relative patch).
 
@@ -225,18 +242,10 @@ class TileClassificationMethod(Method):
   @classmethod
   def validate_config(cls, config) -> None:
     super().validate_config(config)
-    tile_size = config[cls.name].tile_size
-    if not config.model.backbone.startswith("resnet") and tile_size % config.model.patch_size:
-      # ViTs take any input size (fixed sin-cos position embeddings) made of whole patches.
-      raise ConfigError(f"config.{cls.name}.tile_size={tile_size} must be a multiple of config.model.patch_size="
-                        f"{config.model.patch_size} for a ViT backbone (or use a ResNet).")
+    check_tile_config(config, cls.name)
     if config.model.classifier.output_dim != cls.num_classes(config):
       raise ConfigError(f"{cls.name} has {cls.num_classes(config)} classes: set config.model.classifier.output_dim="
                         f"{cls.num_classes(config)} (got {config.model.classifier.output_dim}).")
-    try:
-      check_tile_geometry(config.augment.crop_size, tile_size, f"config.{cls.name}")
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
 
   def make_inputs(self, tiles: jax.Array, keys: jax.Array, method_state) -> tuple[jax.Array, jax.Array]:
     """Per image: the classifier's ordered tiles and the label.
