@@ -225,6 +225,13 @@ def conv_decoder(width: int, num_upsamples: int = 3, out_channels=3) -> ml_colle
   return ml_collections.ConfigDict(dict(width=width, num_upsamples=num_upsamples, out_channels=out_channels))
 
 
+def vit_decoder(width: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> ml_collections.ConfigDict:
+  """MAE's Transformer decoder head config (see models.vit.MaskedPatchDecoder); its patch size
+  and dtype are the backbone's (config.model.patch_size, config.model.dtype)."""
+  return ml_collections.ConfigDict(dict(kind="vit", width=width, depth=depth, num_heads=num_heads,
+                                        mlp_ratio=mlp_ratio))
+
+
 def text_tower(width: int, depth: int, num_heads: int = 4, max_len: int = 64, *,
                logit_scale_init: float = 2.6593, logit_bias_init: float = -10.0) -> ml_collections.ConfigDict:
   """A text tower config (see models.text.TextTower): a causal Transformer over byte tokens.
@@ -233,6 +240,12 @@ def text_tower(width: int, depth: int, num_heads: int = 4, max_len: int = 64, *,
   """
   return ml_collections.ConfigDict(dict(width=width, depth=depth, num_heads=num_heads, max_len=max_len,
                                         logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init))
+
+
+def context_head(width: int, depth: int, num_steps: int) -> ml_collections.ConfigDict:
+  """CPC's context network and predictions as the classifier head config (see
+  models.context.ContextPredictor; its grid is the method's, num_steps = len(config.cpc.steps))."""
+  return ml_collections.ConfigDict(dict(kind="cpc_context", width=width, depth=depth, num_steps=num_steps))
 
 
 def preset_width(preset: str, cifar10: int, cpu: int = 512, tiny: int = 32) -> int:

@@ -238,7 +238,7 @@ def test_decoder_output_size_and_a_clear_error_for_bad_sizes():
 
 
 PRETEXT = ("rotnet", "jigsaw", "relative_patch", "exemplar", "denoising_ae", "colorization", "split_brain", "counting",
-           "context_encoder")
+           "context_encoder", "mae")
 # With gaps, jitter and colour dropping, the tiny network's relative-patch loss barely moves
 # in 30 steps of 16 pairs (200 steps of 64: 2.20 -> 1.99); without them (5-pixel patches fill
 # their cells) and with bigger batches it learns within the 30 steps.
@@ -274,5 +274,5 @@ def test_loss_decreases_over_30_tiny_steps_on_cifar10(name, tmp_path):
 
 
 # Preview columns after the original: corrupted + reconstructed; L + colourised; L + colourised
-# + lightness from ab; masked + inpainted.
-PREVIEW_COLUMNS = {"denoising_ae": 2, "colorization": 2, "split_brain": 3, "context_encoder": 2}
+# + lightness from ab; masked + inpainted; masked patches + reconstructed.
+PREVIEW_COLUMNS = {"denoising_ae": 2, "colorization": 2, "split_brain": 3, "context_encoder": 2, "mae": 2}

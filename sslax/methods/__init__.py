@@ -36,6 +36,7 @@ _REGISTERED = (
     "sslax.methods.metric.MetricLearning",
     "sslax.methods.npid.NPID",
     "sslax.methods.pirl.PIRL",
+    "sslax.methods.mae.MAE",
 )
 
 

@@ -89,9 +89,12 @@ class SSLModel(nn.Module):
     prototypes: L2-normalised projection -> (B, K) scores (SwAV, DINO, DeepCluster v2), or None.
     classifier: the concatenated projections of `classifier_group` consecutive inputs ->
       (B / classifier_group, C) logits (jigsaw over 9 tiles, relative patch location over a
-      pair), or None.
+      pair), or None. CPC's context network takes this slot (sslax.models.context): its
+      'logits' are the (B / classifier_group, K, G, G, d) predictions over each image's grid.
     classifier_group: inputs per classifier row.
     decoder: features -> (B, H, W, 3) reconstruction of the input's size (autoencoders), or None.
+      MAE's decoder (sslax.models.vit.MaskedPatchDecoder) also takes the encoder's tokens of
+      the visible patches; the method calls it through its own apply function.
     text: caption tokens -> text projection in the projector's space, with the loss's learned
       logit scale and bias (image-text methods: CLIP, SigLIP), or None.
   """
@@ -160,7 +163,8 @@ def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: 
     model_cfg: `backbone` settings, `projector` (a head config), `predictor` (a head config,
       read when 'predictor' is in heads), `num_prototypes` (read when 'prototypes' is),
       `classifier` (a head config, read when 'classifier' is) and `decoder` (width and
-      num_upsamples, read when 'decoder' is).
+      num_upsamples, or with kind='vit' MAE's Transformer decoder: width, depth, num_heads;
+      read when 'decoder' is).
     heads: subset of ('projector', 'predictor', 'prototypes', 'classifier', 'decoder', 'text');
       the method validates that the config has what it declares.
     bn_axis_name: mesh axis for global BatchNorm statistics.
@@ -175,15 +179,29 @@ def build_model(model_cfg, heads: Sequence[str] = ("projector",), bn_axis_name: 
       projector=_mlp(model_cfg.projector, bn_axis_name) if "projector" in heads else None,
       predictor=_mlp(model_cfg.predictor, bn_axis_name) if "predictor" in heads else None,
       prototypes=Prototypes(model_cfg.num_prototypes) if "prototypes" in heads else None,
-      classifier=_mlp(model_cfg.classifier, bn_axis_name) if "classifier" in heads else None,
+      classifier=_classifier(model_cfg.classifier, bn_axis_name, classifier_group) if "classifier" in heads else None,
       classifier_group=classifier_group,
-      decoder=_decoder(model_cfg.decoder, bn_axis_name) if "decoder" in heads else None,
+      decoder=_decoder(model_cfg.decoder, bn_axis_name, model_cfg) if "decoder" in heads else None,
       text=build_text_tower(model_cfg.text, model_cfg.projector.output_dim) if "text" in heads else None,
   )
 
 
-def _decoder(cfg, bn_axis_name):
+def _classifier(cfg, bn_axis_name, classifier_group):
+  if cfg.get("kind", "mlp") == "cpc_context":  # CPC: the context network over each image's grid of patches.
+    from sslax.models.context import build_context_head
+
+    return build_context_head(cfg, classifier_group)
+  return _mlp(cfg, bn_axis_name)
+
+
+def _decoder(cfg, bn_axis_name, model_cfg):
   out = cfg.get("out_channels", 3)
+  if cfg.get("kind", "conv") == "vit":  # MAE: a Transformer over encoder tokens and mask tokens.
+    from sslax.models.vit import MaskedPatchDecoder
+
+    return MaskedPatchDecoder(patch_size=model_cfg.get("patch_size", 4), width=cfg.width, depth=cfg.depth,
+                              num_heads=cfg.num_heads, mlp_ratio=cfg.get("mlp_ratio", 4.0), out_channels=out,
+                              dtype=jnp.dtype(model_cfg.get("dtype", "float32")))
   if isinstance(out, (tuple, list)):  # One decoder per equal slice of the features (split-brain).
     return SplitDecoder(width=cfg.width, num_upsamples=cfg.num_upsamples, out_channels=tuple(out),
                         bn_axis_name=bn_axis_name)

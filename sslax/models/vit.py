@@ -144,16 +144,19 @@ class VisionTransformer(nn.Module):
   drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x, train: bool = True, return_tokens: bool = False):
+  def __call__(self, x, train: bool = True, return_tokens: bool = False, keep_index=None):
     """Args:
       x: float images (B, H, W, 3), already normalised; H and W multiples of patch_size.
       train: enables stochastic depth (given a 'dropout' rng).
       return_tokens: also return the patch tokens.
+      keep_index: optional int (B, K) indices (row-major) of the only patches the blocks see
+        (MAE's encoder over the visible patches); they are taken after the patch and
+        position embeddings, so each keeps its position. None: every patch.
 
     Returns:
       (B, width) float32 CLS features, or with return_tokens a dict {'cls': (B, width),
       'patches': (B, N, width)} of final-normed float32 tokens, N = (H / p) * (W / p) in
-      row-major patch order.
+      row-major patch order (with keep_index: N = K, in keep_index's order).
     """
     p = self.patch_size
     if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
@@ -168,6 +171,8 @@ class VisionTransformer(nn.Module):
     batch, grid_h, grid_w, _ = x.shape
     x = x.reshape(batch, grid_h * grid_w, self.width)
     x = x + jnp.asarray(sincos_2d_position_embedding(grid_h, grid_w, self.width), self.dtype)
+    if keep_index is not None:  # The blocks' cost then scales with K, not N.
+      x = jnp.take_along_axis(x, keep_index[:, :, None], axis=1)
     # The CLS token's position embedding is zero, so it is simply prepended after adding them.
     cls = self.param("cls_token", nn.initializers.normal(stddev=0.02), (1, 1, self.width))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width)), x], axis=1)
@@ -207,3 +212,95 @@ def build_vit(name: str, patch_size: int, dtype=jnp.float32, drop_path_rate: flo
     raise ValueError(f"Unknown ViT variant {name!r}; valid choices: {', '.join(VIT_VARIANTS)}.")
   kwargs = {**VIT_VARIANTS[name], **overrides}
   return VisionTransformer(patch_size=patch_size, dtype=dtype, drop_path_rate=drop_path_rate, **kwargs)
+
+
+def patchify(images: jax.Array, patch_size: int) -> jax.Array:
+  """Images -> flattened patches, MAE's `patchify` in channels-last layout.
+
+  Args:
+    images: (B, H, W, C), H and W multiples of patch_size.
+    patch_size: p.
+
+  Returns:
+    (B, (H / p) * (W / p), p * p * C): patches in row-major order (the ViT's token order),
+    each flattened as (row in patch, column in patch, channel).
+  """
+  b, h, w, c = images.shape
+  p = patch_size
+  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: jax.Array, patch_size: int, size: tuple[int, int]) -> jax.Array:
+  """The inverse of `patchify`: (B, N, p * p * C) patches -> (B, H, W, C) images of `size` (H, W)."""
+  b, _, d = patches.shape
+  h, w, p = size[0], size[1], patch_size
+  c = d // (p * p)
+  x = patches.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h, w, c)
+
+
+class MaskedPatchDecoder(nn.Module):
+  """MAE's lightweight decoder: encoder tokens + learned mask tokens -> every patch's pixels.
+
+  The encoder's tokens (the CLS token, then the visible patches' tokens) are projected to
+  the decoder width; a shared learned mask token fills the positions of the masked
+  patches; fixed sin-cos position embeddings (zero for the CLS token) are added; then
+  `depth` pre-LN Transformer blocks, a LayerNorm and a linear layer to p * p * C values per
+  patch (He et al. 2022, models_mae.py `forward_decoder`). The output is put back together
+  as an image, so the module fits SSLModel's decoder slot ('reconstruction' of the input's
+  size).
+
+  Attributes:
+    patch_size: the encoder's patch side p.
+    width: decoder token width (divisible by 4 and by num_heads).
+    depth: decoder Transformer blocks.
+    num_heads: attention heads per block.
+    mlp_ratio: MLP hidden width / width.
+    out_channels: channels predicted per pixel.
+    dtype: computation dtype (the output is float32).
+  """
+
+  patch_size: int
+  width: int = 512
+  depth: int = 8
+  num_heads: int = 16
+  mlp_ratio: float = 4.0
+  out_channels: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z, size: tuple[int, int], train: bool = True, keep_index=None):
+    """Args:
+      z: (B, 1 + K, D) final-normed encoder tokens, CLS first, then the patches at
+        keep_index; or (B, D) pooled features, decoded as a CLS token alone (every patch
+        a mask token: what SSLModel's pretext forward, and so initialisation, passes).
+      size: (H, W) of the image; multiples of patch_size.
+      train: unused (no dropout); kept for the decoder slot's signature.
+      keep_index: int (B, K) row-major indices of the patches z holds; None with pooled z.
+
+    Returns:
+      (B, H, W, out_channels) float32 prediction of every patch (the loss reads the masked ones).
+    """
+    del train
+    p = self.patch_size
+    h, w = size
+    if h % p or w % p:
+      raise ValueError(f"MaskedPatchDecoder needs image sides that are multiples of patch_size={p}; got {h}x{w}.")
+    if self.width % self.num_heads:
+      raise ValueError(f"Decoder width={self.width} is not divisible by num_heads={self.num_heads}.")
+    if z.ndim == 2:
+      z, keep_index = z[:, None], jnp.zeros((z.shape[0], 0), jnp.int32)
+    batch, grid_h, grid_w = z.shape[0], h // p, w // p
+    x = nn.Dense(self.width, dtype=self.dtype, kernel_init=_dense_init, name="embed")(z)
+    mask_token = self.param("mask_token", nn.initializers.normal(stddev=0.02), (1, 1, self.width))
+    tokens = jnp.broadcast_to(mask_token.astype(x.dtype), (batch, grid_h * grid_w, self.width))
+    # Visible tokens back at their patches' positions (MAE un-shuffles with ids_restore).
+    tokens = jax.vmap(lambda t, i, v: t.at[i].set(v))(tokens, keep_index, x[:, 1:])
+    tokens = tokens + jnp.asarray(sincos_2d_position_embedding(grid_h, grid_w, self.width), x.dtype)
+    x = jnp.concatenate([x[:, :1], tokens], axis=1)
+    for i in range(self.depth):
+      x = TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block{i + 1}")(x, train=False)
+    x = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="norm")(x)
+    x = nn.Dense(p * p * self.out_channels, dtype=self.dtype, kernel_init=_dense_init, name="pred")(x[:, 1:])
+    return unpatchify(x.astype(jnp.float32), p, size)
