@@ -33,6 +33,7 @@ _REGISTERED = (
     "sslax.methods.context_encoder.ContextEncoder",
     "sslax.methods.clip.CLIP",
     "sslax.methods.scarf.SCARF",
+    "sslax.methods.cpc.CPC",
     "sslax.methods.metric.MetricLearning",
     "sslax.methods.npid.NPID",
     "sslax.methods.pirl.PIRL",
