@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# 20-minute CPU-preset runs of the pretext methods (issue 14), each followed by the
-# frozen-feature linear probe. Usage, from the repository root:
+# 20-minute CPU-preset runs of a method (the pretext tasks of issue 14, the methods of issue 15),
+# each followed by the frozen-feature linear probe. Usage, from the repository root:
 #   TFDS_DATA_DIR=../shared/tensorflow_datasets bash benchmarks/pretext_cpu.sh rotnet jigsaw ...
 # Writes workdirs/<method>_cpu (training; its final kNN is in the log), workdirs/<method>_cpu_eval
 # (results.md of the linear probe) and workdirs/logs/<method>_{train,eval}.log, whose
@@ -8,6 +8,8 @@
 # uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar),
 # and evaluates at the input size a preset trains at: 16 px for the denoising AE, counting and
 # the context encoder (their random-init baseline: configs/eval.py:frozen --config.image_size=16).
+# MAE's probe also scores its own baselines (a random-init ViT of its size and raw pixels), as
+# the ResNet baselines of the other rows do not apply to it.
 set -euo pipefail
 minutes="${MINUTES:-20}"
 mkdir -p workdirs/logs
@@ -17,10 +19,12 @@ for method in "$@"; do
     denoising_ae|counting|context_encoder) eval_size=(--config.image_size=16) ;;
     *) eval_size=() ;;
   esac
+  baselines=False
+  [[ "${method}" == mae ]] && baselines=True
   /usr/bin/time -v python -m sslax.main --config="configs/${method}.py:cpu" \
       --workdir="${workdir}" --config.max_train_minutes="${minutes}" \
       > "workdirs/logs/${method}_train.log" 2>&1
   /usr/bin/time -v python -m sslax.main --config=configs/eval.py:linear \
       --config.pretrained_workdir="${workdir}" --workdir="${workdir}_eval" \
-      --config.baselines=False --config.train_split=train "${eval_size[@]}" > "workdirs/logs/${method}_eval.log" 2>&1
+      --config.baselines="${baselines}" --config.train_split=train "${eval_size[@]}" > "workdirs/logs/${method}_eval.log" 2>&1
 done
