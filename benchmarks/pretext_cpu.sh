@@ -8,8 +8,9 @@
 # uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar),
 # and evaluates at the input size a preset trains at: 16 px for the denoising AE, counting and
 # the context encoder (their random-init baseline: configs/eval.py:frozen --config.image_size=16).
-# MAE's probe also scores its own baselines (a random-init ViT of its size and raw pixels), as
-# the ResNet baselines of the other rows do not apply to it.
+# The probes of MAE and CPC also score their own baselines (a random-init ViT of MAE's size; CPC's
+# random-init ResNet read as the mean of 3x3 grid tiles, as CPC is evaluated) and raw pixels, as
+# the whole-image ResNet baselines of the other rows do not apply to them.
 set -euo pipefail
 minutes="${MINUTES:-20}"
 mkdir -p workdirs/logs
@@ -20,7 +21,7 @@ for method in "$@"; do
     *) eval_size=() ;;
   esac
   baselines=False
-  [[ "${method}" == mae ]] && baselines=True
+  [[ "${method}" == mae || "${method}" == cpc ]] && baselines=True
   /usr/bin/time -v python -m sslax.main --config="configs/${method}.py:cpu" \
       --workdir="${workdir}" --config.max_train_minutes="${minutes}" \
       > "workdirs/logs/${method}_train.log" 2>&1

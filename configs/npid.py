@@ -12,7 +12,10 @@ Presets (`--config=configs/npid.py:PRESET`):
            negatives, temperature 0.1, lr 0.03, 200 epochs:
              python -m sslax.main --config=configs/npid.py:cifar10 --workdir=workdirs/npid_cifar10
   cpu      (default) the SimCLR CPU sizes (ResNet-18 x0.25, batch 128, 20x20 crops, SGD) with
-           one view per image, so 22 epochs in the time of SimCLR's 11:
+           one view per image, so 22 epochs in the time of SimCLR's 11. Two departures keep the
+           short run stable (BENCHMARKS.md, "NPID"): BatchNorm on the 128-d output of the linear
+           head, and temperature 0.1 (the authors' CIFAR value); without them the loss climbs and
+           the embeddings collapse within 500 steps:
              python -m sslax.main --config=configs/npid.py:cpu --workdir=workdirs/npid_cpu
   tiny     A few steps of a tiny model, for tests.
 """
@@ -47,4 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif preset == "cpu":
     c.optimizer.base_learning_rate = 0.12  # x batch/256 = 0.06 at batch 128.
     c.total_epochs = 22.0
+    c.npid.temperature = 0.1
+    c.model.projector = mlp_head((), 128, use_bn=True, last_bn=True)
   return c.lock()

@@ -15,7 +15,8 @@ Presets (`--config=configs/pirl.py:PRESET`):
              python -m sslax.main --config=configs/pirl.py:cifar10 --workdir=workdirs/pirl_cifar10
   cpu      (default) ResNet-18 x0.25, batch 128, 24x24 crops cut into 7-pixel tiles (a 3x3
            grid of 8-pixel cells), 4096 negatives, SGD; sized for about 20 minutes on 2 CPU
-           cores:
+           cores. Like NPID's cpu preset it puts BatchNorm on the outputs of f and g and uses
+           temperature 0.1, which keep a short memory-bank run stable (BENCHMARKS.md, "NPID"):
              python -m sslax.main --config=configs/pirl.py:cpu --workdir=workdirs/pirl_cpu
   tiny     A few steps of a tiny model, for tests.
 """
@@ -60,4 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pirl.tile_size = 7
     c.optimizer.base_learning_rate = 0.12  # x batch/256 = 0.06 at batch 128: short runs want a larger rate.
     c.total_epochs = 8.0
+    c.pirl.temperature = 0.1
+    c.model.projector = mlp_head((), 128, use_bn=True, last_bn=True)
+    c.model.classifier = mlp_head((), 128, use_bn=True, last_bn=True)
   return c.lock()

@@ -68,7 +68,8 @@ class MemoryBankMethod(Method):
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.config.seed), zlib.crc32(b"bank")), step)
     return jax.random.randint(key, (self.num_negatives,), 0, self.num_examples)
 
-  def nce(self, v: jax.Array, index: jax.Array, method_state: dict, negatives: jax.Array, axis_name):
+  def nce(self, v: jax.Array, index: jax.Array, method_state: dict, negatives: jax.Array, axis_name,
+          log_normalizer: jax.Array | None = None):
     """NCE of each embedding against its own bank row (positive) and the shared negatives.
 
     Args:
@@ -77,6 +78,8 @@ class MemoryBankMethod(Method):
       method_state: with 'bank', 'log_normalizer', 'normalizer_ready'.
       negatives: (m,) negative bank rows.
       axis_name: data axis, or None.
+      log_normalizer: a log Z to use as is (PIRL's second term shares the first term's);
+        None: the stored one, or, before the first update, this batch's estimate.
 
     Returns:
       (global-batch mean loss, log Z used, {'bank_top1': fraction of rows whose own bank row
@@ -85,13 +88,16 @@ class MemoryBankMethod(Method):
     bank = method_state["bank"]
     positive = jnp.sum(v * bank[index], axis=-1) / self.temperature
     negative = v @ bank[negatives].T / self.temperature  # (n, m)
-    # Z = N * mean exp(score) over the batch's positives and negatives, a global log-mean-exp.
-    scores = jax.lax.stop_gradient(jnp.concatenate([positive[:, None], negative], axis=1))
-    top = jnp.max(scores) if axis_name is None else jax.lax.pmax(jnp.max(scores), axis_name)
-    total = parallel.global_sum(jnp.sum(jnp.exp(scores - top)), axis_name)
-    count = parallel.global_count(scores.size, axis_name)
-    estimate = math.log(self.num_examples) + top + jnp.log(total) - jnp.log(count)
-    log_z = jnp.where(method_state["normalizer_ready"], method_state["log_normalizer"], estimate)
+    if log_normalizer is None:
+      # Z = N * mean exp(score) over the batch's positives and negatives, a global log-mean-exp.
+      scores = jax.lax.stop_gradient(jnp.concatenate([positive[:, None], negative], axis=1))
+      top = jnp.max(scores) if axis_name is None else jax.lax.pmax(jnp.max(scores), axis_name)
+      total = parallel.global_sum(jnp.sum(jnp.exp(scores - top)), axis_name)
+      count = parallel.global_count(scores.size, axis_name)
+      estimate = math.log(self.num_examples) + top + jnp.log(total) - jnp.log(count)
+      log_z = jnp.where(method_state["normalizer_ready"], method_state["log_normalizer"], estimate)
+    else:
+      log_z = log_normalizer
     row_loss = losses.nce_binary_loss(positive, negative, log_normalizer=log_z,
                                       log_noise_mass=math.log(self.num_negatives / self.num_examples))
     top1 = (positive > jnp.max(negative, axis=1)).astype(jnp.float32)

@@ -74,8 +74,7 @@ class PIRL(MemoryBankMethod):
     index = batch["index"]
     # Z is estimated from the image term on the first step and shared by both terms.
     image_loss, log_z, metrics = self.nce(image, index, method_state, negatives, axis_name)
-    ready = dict(method_state, log_normalizer=log_z, normalizer_ready=jnp.ones((), bool))
-    jigsaw_loss, _, jigsaw_metrics = self.nce(jigsaw, index, ready, negatives, axis_name)
+    jigsaw_loss, _, jigsaw_metrics = self.nce(jigsaw, index, method_state, negatives, axis_name, log_normalizer=log_z)
     weight = float(self.settings.loss_weight)
     loss = weight * jigsaw_loss + (1.0 - weight) * image_loss
     new_state = self.update_bank(method_state, image, index, log_z, axis_name)
