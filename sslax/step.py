@@ -113,10 +113,9 @@ def build_setup(config: ml_collections.ConfigDict, num_train_examples: int,
 def example_input(setup: Setup, batch: int) -> Any:
   """Zeros shaped like `batch` rows of the model's input (images, or a table's columns)."""
   if setup.input_shapes:
-    from sslax.data.tabular import TABLE_KEYS
+    from sslax.data.tabular import TABLE_DTYPES, TABLE_KEYS
 
-    dtypes = {"numeric": jnp.float32, "categorical": jnp.int32}
-    return {k: jnp.zeros((batch, *setup.input_shapes[k]), dtypes[k]) for k in TABLE_KEYS}
+    return {k: jnp.zeros((batch, *setup.input_shapes[k]), TABLE_DTYPES[k]) for k in TABLE_KEYS}
   size = setup.config.augment.crop_size
   return jnp.zeros((batch, size, size, 3), jnp.float32)
 

@@ -111,10 +111,8 @@ def train_batches(dataset: ImageDataset | TableDataset, *, batch_size: int, seed
     step = start_step
     while True:
       idx = sampler.indices(step)
-      batch = dataset.rows(idx)
-      if hasattr(dataset, "marginal_draws"):  # Tables: SCARF's corruption values (sslax.data.tabular).
-        local = batch_size // process_count
-        batch.update(dataset.marginal_draws(seed, step, batch_size, process_index * local, local))
+      batch = dataset.batch_rows(idx, seed=seed, step=step, global_batch=batch_size,
+                                 first=process_index * (batch_size // process_count))
       yield step, (to_device(batch) if to_device else batch)
       step += 1
 

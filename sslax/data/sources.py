@@ -55,6 +55,12 @@ class ImageDataset:
       rows["caption"] = self.captions[idx]
     return rows
 
+  def batch_rows(self, idx: np.ndarray, *, seed: int, step: int, global_batch: int, first: int) -> dict[str, np.ndarray]:
+    """The training batch of the examples `idx` (rows first..first+len(idx) of step `step`'s
+    global batch): their rows; images need nothing else (their views are made on device)."""
+    del seed, step, global_batch, first
+    return self.rows(idx)
+
 
 def caption_tokens(captions: Sequence[Sequence[str]], max_captions: int, max_len: int) -> np.ndarray:
   """int32 (N, max_captions, max_len) byte tokens (sslax.models.text.tokenize) of each image's

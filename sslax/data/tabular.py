@@ -35,6 +35,7 @@ TABLE_SOURCES = ("csv", "sklearn")
 SKLEARN_TABLES = ("breast_cancer", "wine", "digits", "iris")
 DEFAULT_MISSING = ("?", "", "NA", "nan")
 TABLE_KEYS = ("numeric", "categorical")
+TABLE_DTYPES = {"numeric": np.float32, "categorical": np.int32}  # Of the TABLE_KEYS columns.
 DONOR_KEYS = ("donor_numeric", "donor_categorical")
 
 
@@ -108,6 +109,11 @@ class TableDataset:
     """{'numeric', 'categorical', 'label', 'index'} of the rows `idx`."""
     return {"numeric": self.numeric[idx], "categorical": self.categorical[idx], "label": self.labels[idx],
             "index": self.indices[idx].astype(np.int32)}
+
+  def batch_rows(self, idx: np.ndarray, *, seed: int, step: int, global_batch: int, first: int) -> dict[str, np.ndarray]:
+    """The training batch of the rows `idx` (rows first..first+len(idx) of step `step`'s global
+    batch): their values and SCARF's corruption values (marginal_draws)."""
+    return {**self.rows(idx), **self.marginal_draws(seed, step, global_batch, first, len(idx))}
 
   def marginal_draws(self, seed: int, step: int, global_batch: int, first: int, count: int) -> dict[str, np.ndarray]:
     """Independent draws from every column's empirical training marginal, for rows
@@ -253,12 +259,12 @@ def encode(schema: TableSchema, header: Sequence[str], rows: Sequence[Sequence[s
       raise TableError(f"Column {name!r} of the training table is missing from {description}.")
   missing = set(missing)
   n = len(rows)
-  numeric = np.zeros((n, len(schema.numeric)), np.float32)
+  numeric = np.zeros((n, len(schema.numeric)), TABLE_DTYPES["numeric"])
   for j, name in enumerate(schema.numeric):
     col = position[name]
     raw = np.array([float(r[col]) if r[col] not in missing and _is_number(r[col]) else np.nan for r in rows])
     numeric[:, j] = np.nan_to_num((raw - schema.mean[j]) / schema.std[j])  # Missing -> 0, the training mean.
-  categorical = np.zeros((n, len(schema.categorical)), np.int32)
+  categorical = np.zeros((n, len(schema.categorical)), TABLE_DTYPES["categorical"])
   for j, name in enumerate(schema.categorical):
     col, codes = position[name], {v: i + 1 for i, v in enumerate(schema.vocab[j])}
     categorical[:, j] = [codes.get(r[col], 0) for r in rows]
