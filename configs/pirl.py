@@ -14,10 +14,10 @@ Presets (`--config=configs/pirl.py:PRESET`):
            800 epochs:
              python -m sslax.main --config=configs/pirl.py:cifar10 --workdir=workdirs/pirl_cifar10
   cpu      (default) ResNet-18 x0.25, batch 128, 24x24 crops cut into 7-pixel tiles (a 3x3
-           grid of 8-pixel cells), 4096 negatives, SGD, 3.2 epochs: the cosine schedule ends at
-           about 20 minutes on 2 CPU cores. Like NPID's cpu preset it puts BatchNorm on the
-           outputs of f and g and uses temperature 0.1, which keep a short memory-bank run
-           stable (BENCHMARKS.md, "NPID"):
+           grid of 8-pixel cells), 4096 negatives, SGD, 8 epochs scheduled (20 minutes on 2 CPU
+           cores reach about 3). Like NPID's cpu preset it puts BatchNorm on the outputs of f
+           and g and uses temperature 0.1, which keep a short memory-bank run stable
+           (BENCHMARKS.md, "NPID"):
              python -m sslax.main --config=configs/pirl.py:cpu --workdir=workdirs/pirl_cpu
   tiny     A few steps of a tiny model, for tests.
 """
@@ -61,8 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment.crop_size = 24
     c.pirl.tile_size = 7
     c.optimizer.base_learning_rate = 0.12  # x batch/256 = 0.06 at batch 128: short runs want a larger rate.
-    # 20 minutes reach about 1,265 steps (135 img/s; BENCHMARKS.md): end the cosine schedule there.
-    c.total_epochs = 3.2
+    # 20 minutes reach 3.2 of the 8 epochs; ending the cosine schedule at 3.2 epochs scored
+    # lower (BENCHMARKS.md, "PIRL").
+    c.total_epochs = 8.0
     c.pirl.temperature = 0.1
     c.model.projector = mlp_head((), 128, use_bn=True, last_bn=True)
     c.model.classifier = mlp_head((), 128, use_bn=True, last_bn=True)
