@@ -131,9 +131,9 @@ class TableDataset:
     donors = rng.integers(0, len(self), size=(global_batch, cols))[first:first + count]
     n_num = self.numeric.shape[1]
     return {"donor_numeric": np.take_along_axis(self.numeric, donors[:, :n_num], axis=0)
-            if n_num else np.zeros((count, 0), np.float32),
+            if n_num else np.zeros((count, 0), TABLE_DTYPES["numeric"]),
             "donor_categorical": np.take_along_axis(self.categorical, donors[:, n_num:], axis=0)
-            if cols > n_num else np.zeros((count, 0), np.int32)}
+            if cols > n_num else np.zeros((count, 0), TABLE_DTYPES["categorical"])}
 
   def subset(self, idx: np.ndarray) -> "TableDataset":
     """The rows `idx` (labelled subsets for semi-supervised evaluation)."""
