@@ -15,7 +15,7 @@ Presets (`--config=configs/pirl.py:PRESET`):
              python -m sslax.main --config=configs/pirl.py:cifar10 --workdir=workdirs/pirl_cifar10
   cpu      (default) ResNet-18 x0.25, batch 128, 20x20 crops cut into 5-pixel tiles (a 3x3
            grid of 6-pixel cells), 4096 negatives, SGD, 8 epochs scheduled (20 minutes on 2 CPU
-           cores reach about 3). Like NPID's cpu preset it puts BatchNorm on the outputs of f
+           cores reach about 4). Like NPID's cpu preset it puts BatchNorm on the outputs of f
            and g and uses temperature 0.1, which keep a short memory-bank run stable
            (BENCHMARKS.md, "NPID"):
              python -m sslax.main --config=configs/pirl.py:cpu --workdir=workdirs/pirl_cpu
@@ -62,8 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the batch's image and 9 tiles took 0.69 s instead of 0.78-0.87 s at 24 and 7 pixels.
     c.augment.crop_size = 20
     c.pirl.tile_size = 5
-    # x batch/256 = 0.12 at batch 128: short runs want a larger rate (0.12, i.e. 0.06, reached
-    # linear 0.4195; BENCHMARKS.md, "PIRL").
+    # x batch/256 = 0.12 at batch 128: short runs want a larger rate (BENCHMARKS.md, "PIRL").
     c.optimizer.base_learning_rate = 0.24
     # 20 minutes reach 3.2 of the 8 epochs; ending the cosine schedule at 3.2 epochs scored
     # lower (BENCHMARKS.md, "PIRL").
