@@ -64,8 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pirl.tile_size = 5
     # x batch/256 = 0.12 at batch 128: short runs want a larger rate (BENCHMARKS.md, "PIRL").
     c.optimizer.base_learning_rate = 0.24
-    # 20 minutes reach 3.2 of the 8 epochs; ending the cosine schedule at 3.2 epochs scored
-    # lower (BENCHMARKS.md, "PIRL").
+    # 20 minutes reach about 4 of the 8 epochs; a schedule ending where 20 minutes ended (3.2
+    # epochs at 24-pixel crops) scored lower (BENCHMARKS.md, "PIRL").
     c.total_epochs = 8.0
     c.pirl.temperature = 0.1
     c.model.projector = mlp_head((), 128, use_bn=True, last_bn=True)

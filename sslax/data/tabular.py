@@ -34,8 +34,8 @@ from sslax.data.sources import DatasetNotFoundError
 TABLE_SOURCES = ("csv", "sklearn")
 SKLEARN_TABLES = ("breast_cancer", "wine", "digits", "iris")
 DEFAULT_MISSING = ("?", "", "NA", "nan")
-TABLE_KEYS = ("numeric", "categorical")
-TABLE_DTYPES = {"numeric": np.float32, "categorical": np.int32}  # Of the TABLE_KEYS columns.
+TABLE_DTYPES = {"numeric": np.float32, "categorical": np.int32}  # A table's column groups.
+TABLE_KEYS = tuple(TABLE_DTYPES)
 DONOR_KEYS = ("donor_numeric", "donor_categorical")
 
 
@@ -130,10 +130,9 @@ class TableDataset:
     cols = self.numeric.shape[1] + self.categorical.shape[1]
     donors = rng.integers(0, len(self), size=(global_batch, cols))[first:first + count]
     n_num = self.numeric.shape[1]
-    return {"donor_numeric": np.take_along_axis(self.numeric, donors[:, :n_num], axis=0)
-            if n_num else np.zeros((count, 0), TABLE_DTYPES["numeric"]),
-            "donor_categorical": np.take_along_axis(self.categorical, donors[:, n_num:], axis=0)
-            if cols > n_num else np.zeros((count, 0), TABLE_DTYPES["categorical"])}
+    # A table without numeric (or categorical) columns takes (count, 0) arrays of its dtype.
+    return {"donor_numeric": np.take_along_axis(self.numeric, donors[:, :n_num], axis=0),
+            "donor_categorical": np.take_along_axis(self.categorical, donors[:, n_num:], axis=0)}
 
   def subset(self, idx: np.ndarray) -> "TableDataset":
     """The rows `idx` (labelled subsets for semi-supervised evaluation)."""
