@@ -49,10 +49,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train_split = config_dict.placeholder(str)
   c.seed = 0
   c.baselines = True
+  c.raw_pixels = True  # With baselines: also kNN and linear probe on raw pixels (slow to probe: 3,072-d).
   c.image_size = config_dict.placeholder(int)  # Evaluation resolution (None: stored size).
   # Frozen features (kNN, linear): 'image', 'grid' (the mean over the 3x3 grid tiles) or 'auto'
   # (the grid for backbones trained on tiles: jigsaw, relative patch location).
   c.representation = "auto"
+  # ViT backbones: read the class token ('cls') or the mean of the patch tokens ('mean') instead of
+  # the pretraining config's model.pool (None: as pretrained). The random-init baseline follows.
+  c.pool = config_dict.placeholder(str)
   c.feature_batch_size = 500
   c.max_train_examples = config_dict.placeholder(int)  # None: the whole training split.
   c.max_test_examples = config_dict.placeholder(int)

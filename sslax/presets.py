@@ -96,6 +96,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.decoder = None  # A decoder config (conv_decoder) for the autoencoders.
   c.model.text = None  # A text tower config (text_tower) for image-text methods (CLIP, SigLIP).
   c.model.patch_size = 4  # ViT backbones: 4x4 patches on 32x32 CIFAR images.
+  c.model.pool = "cls"  # ViT backbones' feature: cls (the class token) | mean (of the patch tokens).
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"  # lars | sgd | adamw

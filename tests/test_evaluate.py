@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from reference import REPO, subprocess_env
+from reference import REPO, load_config, subprocess_env
 from sslax import parallel, train
 from sslax.evaluate import linear, pretrained, subsets
 
@@ -187,6 +187,25 @@ def test_eval_cli_end_to_end(tiny_config, tmp_path):
                         f"--config.pretrained_workdir={tmp_path / 'missing'}", f"--workdir={tmp_path / 'e2'}"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "does not exist" in bad.stderr
+  # A ViT's pooling override on a ResNet is one clear error naming the field.
+  bad = subprocess.run([sys.executable, "-m", "sslax.main", "--config=configs/eval.py:knn", "--config.pool=mean",
+                        f"--config.pretrained_workdir={pre}", f"--workdir={tmp_path / 'e3'}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "config.pool" in bad.stderr and "resnet18" in bad.stderr
+
+
+def test_vit_pool_override_reads_the_mean_of_the_patch_tokens():
+  """Backbone.with_model_fields(pool='mean') keeps the variables and reads the patch tokens' mean."""
+  config, _ = load_config("mae")
+  cls_backbone = pretrained.random_backbone(config).with_model_fields(pool="cls")
+  mean_backbone = cls_backbone.with_model_fields(pool="mean")
+  assert cls_backbone.config.model.pool == "cls" and mean_backbone.config.model.pool == "mean"
+  images = np.random.default_rng(0).integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
+  tokens = cls_backbone.module.apply(cls_backbone.variables, cls_backbone.preprocess(images), train=False,
+                                     return_tokens=True)
+  np.testing.assert_allclose(cls_backbone.features(images, batch_size=2), tokens["cls"], atol=1e-5)
+  np.testing.assert_allclose(mean_backbone.features(images, batch_size=2),
+                             np.asarray(tokens["patches"]).mean(axis=1), atol=1e-5)
 
 
 def test_imagenet_uses_the_standard_tfds_label_subsets(monkeypatch, tmp_path):

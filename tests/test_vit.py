@@ -145,3 +145,17 @@ def test_drop_path_and_bfloat16():
   out = bf16.apply(variables, x, train=False)
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out, evaluated, atol=0.1)
+
+
+def test_mean_pool_reads_the_patch_tokens_and_keeps_the_parameters(vit_and_params):
+  """pool='mean' returns the mean of the final-normed patch tokens, with the same parameters."""
+  model, variables = vit_and_params
+  mean_model = build_vit("vit_test", patch_size=4, pool="mean")
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 16, 16, 3)), jnp.float32)
+  tokens = model.apply(variables, x, train=False, return_tokens=True)
+  pooled = mean_model.apply(variables, x, train=False)
+  np.testing.assert_allclose(pooled, np.asarray(tokens["patches"]).mean(axis=1), atol=1e-6)
+  np.testing.assert_allclose(tokens["pooled"], tokens["cls"], atol=0)
+  assert not np.allclose(pooled, tokens["cls"], atol=1e-3)
+  with pytest.raises(ValueError, match="config.model.pool"):
+    build_vit("vit_test", patch_size=4, pool="max").init(jax.random.PRNGKey(0), x)

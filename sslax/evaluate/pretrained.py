@@ -59,6 +59,24 @@ class Backbone:
     """Features of uint8 images with the given variables (for fine-tuning as well as eval)."""
     return self.module.apply(variables, self.preprocess(images, image_size), train=train, mutable=mutable)
 
+  def with_model_fields(self, **fields) -> "Backbone":
+    """The same variables under a module rebuilt with config.model fields replaced.
+
+    For fields that change no parameter, e.g. a ViT's `pool` (class token or mean of the patch
+    tokens), so that one checkpoint can be read another way.
+
+    Args:
+      **fields: config.model fields and their new values.
+
+    Returns:
+      A new Backbone; this one is unchanged.
+    """
+    config = self.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.model.update(fields)
+    module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
+    return dataclasses.replace(self, config=config, module=module)
+
   def features(self, images: np.ndarray, batch_size: int = 500, image_size: int | None = None,
                mesh: jax.sharding.Mesh | None = None, representation: str = "auto") -> np.ndarray:
     """Evaluation-mode features of every image, batches sharded over the mesh's devices.

@@ -63,6 +63,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not config.pretrained_workdir:
     raise ValueError("Set --config.pretrained_workdir=DIR to the --workdir of a pretraining run.")
   backbone = load_pretrained(config.pretrained_workdir, config.step)
+  if config.pool:
+    if not backbone.config.model.backbone.startswith("vit"):
+      raise ValueError(f"--config.pool={config.pool!r} reads a ViT's tokens; {config.pretrained_workdir!r} holds a "
+                       f"{backbone.config.model.backbone}. Leave config.pool unset.")
+    backbone = backbone.with_model_fields(pool=config.pool)
   from sslax.data.tabular import TABLE_SOURCES
 
   if backbone.config.data.source in TABLE_SOURCES:
@@ -110,7 +115,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       features[name] = tuple(enc.features(x, config.feature_batch_size, config.image_size,
                                           representation=config.representation) for x in (train_x, test_x)
                              ) + (time.time() - t0,)
-    if config.baselines and isinstance(train_x, np.ndarray):  # Not for streamed (ImageNet-sized) splits.
+    if config.baselines and config.raw_pixels and isinstance(train_x, np.ndarray):  # Not for streamed (ImageNet-sized) splits.
       features["raw-pixels"] = (train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0,
                                 test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0, 0.0)
 
@@ -188,7 +193,10 @@ def dict_with(cfg: ml_collections.ConfigDict, **updates) -> ml_collections.Confi
 
 
 def _backbone_desc(config) -> str:
-  return f"{config.model.backbone} x{config.model.width_multiplier:g} ({config.model.stem} stem)"
+  m = config.model
+  if m.backbone.startswith("vit"):
+    return f"{m.backbone}/{m.patch_size} ({m.get('pool', 'cls')} pool)"
+  return f"{m.backbone} x{m.width_multiplier:g} ({m.stem} stem)"
 
 
 def _plots(config, workdir, backbone, features, test_x, test_y, train_x):

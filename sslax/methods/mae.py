@@ -85,12 +85,12 @@ def _encode_and_decode(model, x, keep_index, train):
   """SSLModel method: encode the patches at keep_index, decode every patch.
 
   Returns:
-    (the encoder's final-normed CLS token over the visible patches (n, D), the decoder's
+    (the encoder's features over the visible patches (n, D), read as config.model.pool says, the decoder's
     (n, H, W, C) prediction of every patch).
   """
   tokens = model.backbone(x, train=train, return_tokens=True, keep_index=keep_index)
   encoded = jnp.concatenate([tokens["cls"][:, None], tokens["patches"]], axis=1)
-  return tokens["cls"], model.decoder(encoded, x.shape[1:3], train=train, keep_index=keep_index)
+  return tokens["pooled"], model.decoder(encoded, x.shape[1:3], train=train, keep_index=keep_index)
 
 
 class MAE(Method):

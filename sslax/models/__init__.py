@@ -27,7 +27,7 @@ def build_backbone(model_cfg, bn_axis_name: str | None = None, normalization=Non
 
   Args:
     model_cfg: config with `backbone`, `width_multiplier`, `stem` (ResNets), `patch_size`
-      (ViTs), optional `dtype` and optional `input` (one of INPUTS, default 'rgb').
+      and optional `pool` (ViTs), optional `dtype` and optional `input` (one of INPUTS, default 'rgb').
     bn_axis_name: mesh axis for global BatchNorm statistics.
     normalization: (mean, std) of the images (config.data), needed to convert them to Lab
       when `input` is not 'rgb'.
@@ -67,7 +67,8 @@ def _plain_backbone(model_cfg, bn_axis_name):
     from sslax.models.vit import build_vit
 
     # Stochastic depth is not wired into the train step (it needs a 'dropout' rng), so it stays off.
-    return build_vit(name, patch_size=model_cfg.get("patch_size", 4), dtype=jnp.dtype(model_cfg.get("dtype", "float32")))
+    return build_vit(name, patch_size=model_cfg.get("patch_size", 4), dtype=jnp.dtype(model_cfg.get("dtype", "float32")),
+                     pool=model_cfg.get("pool", "cls"))
   stages, block = RESNET_DEPTHS[int(name[len("resnet"):])]
   return ResNet(stage_sizes=stages, block_cls=block, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, bn_axis_name=bn_axis_name,

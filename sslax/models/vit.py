@@ -121,8 +121,11 @@ class TransformerBlock(nn.Module):
     return x + _drop_path(self, y, self.drop_path_rate, train)
 
 
+POOLS = ("cls", "mean")
+
+
 class VisionTransformer(nn.Module):
-  """ViT returning the final-normed CLS token.
+  """ViT returning the final-normed CLS token, or the mean of the final-normed patch tokens.
 
   Attributes:
     patch_size: side of the square patches (the patch-embedding conv's kernel and stride).
@@ -133,6 +136,9 @@ class VisionTransformer(nn.Module):
     dtype: computation dtype (parameters stay float32).
     drop_path_rate: stochastic-depth rate of the last block, increasing linearly from 0 over
       depth (timm convention); active only when train=True and a 'dropout' rng is given.
+    pool: the image feature: 'cls' (the class token, ViT's and MAE's linear-probe reading) or
+      'mean' (the mean of the patch tokens, MAE's `global_pool`). It changes no parameter, so
+      one checkpoint can be read either way.
   """
 
   patch_size: int
@@ -142,6 +148,7 @@ class VisionTransformer(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
   drop_path_rate: float = 0.0
+  pool: str = "cls"
 
   @nn.compact
   def __call__(self, x, train: bool = True, return_tokens: bool = False, keep_index=None):
@@ -154,11 +161,14 @@ class VisionTransformer(nn.Module):
         position embeddings, so each keeps its position. None: every patch.
 
     Returns:
-      (B, width) float32 CLS features, or with return_tokens a dict {'cls': (B, width),
-      'patches': (B, N, width)} of final-normed float32 tokens, N = (H / p) * (W / p) in
-      row-major patch order (with keep_index: N = K, in keep_index's order).
+      (B, width) float32 features (see `pool`), or with return_tokens a dict {'cls': (B, width),
+      'patches': (B, N, width), 'pooled': (B, width)} of final-normed float32 tokens and the
+      features, N = (H / p) * (W / p) in row-major patch order (with keep_index: N = K, in
+      keep_index's order, and 'pooled' reads only those).
     """
     p = self.patch_size
+    if self.pool not in POOLS:
+      raise ValueError(f"Unknown ViT pool {self.pool!r} (config.model.pool); valid choices: {', '.join(POOLS)}.")
     if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
       raise ValueError(f"VisionTransformer expects (B, H, W, C) images with H and W multiples of "
                        f"patch_size={p}; got shape {tuple(x.shape)}.")
@@ -181,9 +191,10 @@ class VisionTransformer(nn.Module):
       x = TransformerBlock(self.num_heads, self.mlp_ratio, rate, dtype=self.dtype, name=f"block{i + 1}")(
           x, train=train)
     x = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, name="encoder_norm")(x).astype(jnp.float32)
+    pooled = x[:, 0] if self.pool == "cls" else x[:, 1:].mean(axis=1)
     if return_tokens:
-      return {"cls": x[:, 0], "patches": x[:, 1:]}
-    return x[:, 0]
+      return {"cls": x[:, 0], "patches": x[:, 1:], "pooled": pooled}
+    return pooled
 
 
 VIT_VARIANTS = {
@@ -195,7 +206,7 @@ VIT_VARIANTS = {
 
 
 def build_vit(name: str, patch_size: int, dtype=jnp.float32, drop_path_rate: float = 0.0,
-              **overrides) -> VisionTransformer:
+              pool: str = "cls", **overrides) -> VisionTransformer:
   """A named ViT variant.
 
   Args:
@@ -203,6 +214,7 @@ def build_vit(name: str, patch_size: int, dtype=jnp.float32, drop_path_rate: flo
     patch_size: patch side (e.g. 16 for 224px ImageNet, 4 for 32px CIFAR).
     dtype: computation dtype.
     drop_path_rate: stochastic-depth rate (see VisionTransformer).
+    pool: 'cls' or 'mean' (see VisionTransformer).
     **overrides: replace any VisionTransformer attribute of the variant (e.g. depth, mlp_ratio).
 
   Returns:
@@ -211,7 +223,7 @@ def build_vit(name: str, patch_size: int, dtype=jnp.float32, drop_path_rate: flo
   if name not in VIT_VARIANTS:
     raise ValueError(f"Unknown ViT variant {name!r}; valid choices: {', '.join(VIT_VARIANTS)}.")
   kwargs = {**VIT_VARIANTS[name], **overrides}
-  return VisionTransformer(patch_size=patch_size, dtype=dtype, drop_path_rate=drop_path_rate, **kwargs)
+  return VisionTransformer(patch_size=patch_size, dtype=dtype, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
 
 
 def patchify(images: jax.Array, patch_size: int) -> jax.Array:
