@@ -208,6 +208,23 @@ def test_vit_pool_override_reads_the_mean_of_the_patch_tokens():
                              np.asarray(tokens["patches"]).mean(axis=1), atol=1e-5)
 
 
+def test_random_init_vit_fine_tunes_like_a_loaded_one():
+  """A random-init ViT has a loaded backbone's variable layout (empty BatchNorm statistics), so the
+  fine-tuning protocol's from-scratch baseline runs on a BN-free backbone (it raised KeyError)."""
+  from sslax.evaluate.finetune import default_finetune_config, finetune
+
+  config, _ = load_config("mae")
+  scratch = pretrained.random_backbone(config)
+  assert set(scratch.variables) == {"params", "batch_stats"} and scratch.variables["batch_stats"] == {}
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
+  labels = rng.integers(0, 3, size=16)
+  cfg = default_finetune_config()
+  cfg.update(min_steps=2, epochs=0.1, batch_size=8, image_size=16, eval_batch_size=8)
+  out = finetune(scratch, images, labels, images[:8], labels[:8], num_classes=3, cfg=cfg)
+  assert 0.0 <= out["top1"] <= 1.0
+
+
 def test_imagenet_uses_the_standard_tfds_label_subsets(monkeypatch, tmp_path):
   import ml_collections
 

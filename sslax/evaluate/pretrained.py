@@ -164,7 +164,9 @@ def random_backbone(config: ml_collections.ConfigDict, seed: int = 0) -> Backbon
   module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
   size = config.augment.crop_size
   variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((2, size, size, 3)), train=False)
-  return Backbone(config=config, module=module, variables=jax.device_get(dict(variables)), step=0,
+  # The same layout as a loaded backbone's: BN-free backbones (ViT) get empty statistics.
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  return Backbone(config=config, module=module, variables=jax.device_get(variables), step=0,
                   source="random-init")
 
 
