@@ -11,7 +11,8 @@
 # The probes of MAE and CPC also score their own baselines (a random-init ViT of MAE's size; CPC's
 # random-init ResNet read as the mean of 3x3 grid tiles, as CPC is evaluated) and raw pixels, as
 # the whole-image ResNet baselines of the other rows do not apply to them; MAE's probe skips raw
-# pixels and reads kNN from the same features (configs/eval.py:frozen).
+# pixels and reads kNN from the same features (configs/eval.py:frozen), as do jigsaw, relative patch
+# location and the 16-px presets.
 set -euo pipefail
 minutes="${MINUTES:-20}"
 mkdir -p workdirs/logs
@@ -25,10 +26,14 @@ for method in "$@"; do
   [[ "${method}" == mae || "${method}" == cpc ]] && baselines=True
   # MAE: no kNN at the end of training; the probe's frozen protocol reads kNN and linear from one
   # extraction of the ViT's features (minutes per network on 2 cores), without raw pixels.
+  # Jigsaw, relative patch location and the 16-px presets likewise: their kNN is read where the
+  # linear probe reads its features (the 3x3 grid of training-size tiles, or 16-px images), not on
+  # the training run's 32-px images.
   train_extra=() eval_protocol=linear eval_extra=()
-  if [[ "${method}" == mae ]]; then
-    train_extra=(--config.knn.at_end=False) eval_protocol=frozen eval_extra=(--config.raw_pixels=False)
-  fi
+  case "${method}" in
+    mae|jigsaw|relative_patch|denoising_ae|counting|context_encoder)
+      train_extra=(--config.knn.at_end=False) eval_protocol=frozen eval_extra=(--config.raw_pixels=False) ;;
+  esac
   /usr/bin/time -v python -m sslax.main --config="configs/${method}.py:cpu" \
       --workdir="${workdir}" --config.max_train_minutes="${minutes}" "${train_extra[@]}" \
       > "workdirs/logs/${method}_train.log" 2>&1

@@ -1,6 +1,7 @@
 """The GEMM-gradient convolution (sslax/models/conv.py) against XLA's own convolution.
 
-Its forward pass is `lax.conv_general_dilated` itself; its backward pass is hand-written
+Its forward pass is `lax.conv_general_dilated` itself (an im2col GEMM where the output map has
+at most 2x2 pixels); its backward pass is hand-written
 (k*k GEMMs per batch chunk for the weights, one GEMM plus interior-padding placement for
 strided input gradients), so the gradients are compared with JAX's autodiff of
 `lax.conv_general_dilated` for every kind of convolution a backbone uses.
@@ -33,6 +34,14 @@ _CASES = [
     (3, 8, 8, 6, 10, (1, 1), (2, 2), "SAME"),
     (3, 7, 7, 4, 4, (3, 3), (1, 1), "VALID"),
     (2, 10, 9, 3, 5, (3, 2), (2, 1), [(0, 2), (1, 0)]),
+    # Output maps of at most 2x2 pixels, whose forward pass is an im2col GEMM: the last stage
+    # of a CIFAR-stem ResNet on 16-pixel inputs or 9-pixel tiles.
+    (5, 2, 2, 6, 7, (3, 3), (1, 1), "SAME"),
+    (5, 4, 4, 6, 8, (3, 3), (2, 2), "SAME"),
+    (5, 3, 3, 6, 8, (3, 3), (2, 2), "SAME"),
+    (5, 3, 3, 6, 8, (1, 1), (2, 2), "SAME"),
+    (5, 2, 2, 6, 8, (3, 3), (2, 2), "SAME"),
+    (3, 4, 3, 2, 4, (3, 2), (2, 1), "VALID"),
 ]
 
 

@@ -21,7 +21,10 @@ is plain matrix products, which XLA-CPU runs near its peak:
     the k*k placements are summed, which XLA fuses into one loop.
 
 Both are exact rearrangements of the same sums (tested against
-`lax.conv_general_dilated`'s own gradients). Anything other than a 2-D NHWC/HWIO
+`lax.conv_general_dilated`'s own gradients). Where the output map has at most
+2x2 pixels (the last stage of a CIFAR-stem ResNet on 16-pixel inputs or 9-pixel
+jigsaw tiles), the forward pass is an im2col GEMM too, because XLA-CPU's own
+convolution is 10-20x slower on such maps than on larger ones of the same work. Anything other than a 2-D NHWC/HWIO
 convolution without dilation or feature groups falls back to
 `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
 default) uses it when JAX's default backend is the CPU and XLA's own gradients on
@@ -119,8 +122,27 @@ def _same_varying_axes(*xs):
   return out
 
 
+# Output maps of at most this many pixels are computed as one im2col GEMM: there XLA-CPU's
+# own convolution is 10-20x slower than on a 4x4 map of the same work (a 3x3 conv on
+# 640 x 2x2 x 128 took 108 ms against 9 ms for the GEMM; BENCHMARKS.md), and it is the last
+# stage of a CIFAR-stem ResNet on 16-pixel inputs and 9-pixel jigsaw tiles. On larger maps
+# XLA's convolution wins (2-10x), so it stays.
+_IM2COL_MAX_OUTPUT_PIXELS = 4
+
+
+def _output_hw(x_hw, kernel_hw, strides, pads):
+  return tuple((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip(x_hw, kernel_hw, strides, pads))
+
+
 def _forward(x, w, strides, pads, precision):
-  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
+  if ho * wo > _IM2COL_MAX_OUTPUT_PIXELS:
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+  kh, kw, cin, cout = w.shape
+  xp = _pad_spatial(x, pads)
+  cols = jnp.concatenate([_tap_window(xp, a, b, (ho, wo), strides) for a in range(kh) for b in range(kw)], axis=-1)
+  out = jnp.dot(cols.reshape(-1, kh * kw * cin), w.reshape(kh * kw * cin, cout), precision=precision)
+  return out.reshape(x.shape[0], ho, wo, cout)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
