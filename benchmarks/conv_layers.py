@@ -1,13 +1,14 @@
 r"""Per-layer convolution times: forward, input gradient and weight gradient, XLA's against sslax's GEMM ones.
 
 Times each distinct convolution of a ResNet-18 with the CIFAR stem (width 64 x --width) at
---batch images of 32x32 alone, jitted, on this machine's default backend, for
+--batch images of --size x --size (default 32x32) alone, jitted, on this machine's default backend, for
 `lax.conv_general_dilated` with JAX's own gradients ("xla") and for
 `sslax.models.conv.conv_general_dilated` ("gemm", the CPU default), and checks that both
 give the same gradients. This is how the slow weight gradient of XLA-CPU was found
 (BENCHMARKS.md, "CPU step speed against PyTorch").
 
   python benchmarks/conv_layers.py --width=0.25 --batch=512
+  python benchmarks/conv_layers.py --width=0.25 --batch=640 --size=16   # counting's 5 x 128 inputs
 """
 from __future__ import annotations
 
@@ -25,12 +26,15 @@ from sslax.models.conv import conv_general_dilated as gemm_conv
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def resnet18_cifar_convs(width: int) -> list[tuple[int, int, int, int, int]]:
-  """(input side, in channels, out channels, kernel, stride) of each distinct conv."""
-  w = width
-  return [(32, 3, w, 3, 1), (32, w, w, 3, 1), (32, w, 2 * w, 3, 2), (32, w, 2 * w, 1, 2), (16, 2 * w, 2 * w, 3, 1),
-          (16, 2 * w, 4 * w, 3, 2), (16, 2 * w, 4 * w, 1, 2), (8, 4 * w, 4 * w, 3, 1), (8, 4 * w, 8 * w, 3, 2),
-          (8, 4 * w, 8 * w, 1, 2), (4, 8 * w, 8 * w, 3, 1)]
+def resnet18_cifar_convs(width: int, size: int = 32) -> list[tuple[int, int, int, int, int]]:
+  """(input side, in channels, out channels, kernel, stride) of each distinct conv on size x size inputs."""
+  w, s1 = width, size
+  s2 = -(-s1 // 2)  # SAME padding with stride 2 rounds up.
+  s3 = -(-s2 // 2)
+  s4 = -(-s3 // 2)
+  return [(s1, 3, w, 3, 1), (s1, w, w, 3, 1), (s1, w, 2 * w, 3, 2), (s1, w, 2 * w, 1, 2), (s2, 2 * w, 2 * w, 3, 1),
+          (s2, 2 * w, 4 * w, 3, 2), (s2, 2 * w, 4 * w, 1, 2), (s3, 4 * w, 4 * w, 3, 1), (s3, 4 * w, 8 * w, 3, 2),
+          (s3, 4 * w, 8 * w, 1, 2), (s4, 8 * w, 8 * w, 3, 1)]
 
 
 def _timed_ms(fn, *args, repeats: int) -> float:
@@ -46,11 +50,13 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--width", type=float, default=0.25, help="ResNet-18 width multiplier.")
   parser.add_argument("--batch", type=int, default=512, help="Images per call (a SimCLR batch of 256 has 512 views).")
+  parser.add_argument("--size", type=int, default=32,
+                      help="Input side (16: the 16-px pretext presets; 9: jigsaw's and relative patch's tiles).")
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   totals, rows = {}, []
-  for side, cin, cout, k, s in resnet18_cifar_convs(max(1, round(64 * args.width))):
+  for side, cin, cout, k, s in resnet18_cifar_convs(max(1, round(64 * args.width)), args.size):
     x = jnp.asarray(rng.normal(size=(args.batch, side, side, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
     y = lax.conv_general_dilated(x, w, (s, s), "SAME", dimension_numbers=_DN)
@@ -73,7 +79,8 @@ def main():
       row["max_rel_diff"] = max(row.get("max_rel_diff", 0.0), float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a))))
     rows.append(row)
     print(json.dumps(row), flush=True)
-  print(json.dumps({"totals_over_distinct_layers": totals, "batch": args.batch, "width": args.width}))
+  print(json.dumps({"totals_over_distinct_layers": totals, "batch": args.batch, "width": args.width,
+                    "size": args.size}))
 
 
 if __name__ == "__main__":

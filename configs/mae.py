@@ -29,10 +29,11 @@ Presets (`--config=configs/mae.py:PRESET`):
            128, depth 2, 4 heads, batch 64, AdamW lr 1e-3 (no batch scaling), betas (0.9,
            0.95), weight decay 0.05, 2.3 epochs (1,797 steps) with a 0.25-epoch warm-up, so
            that the cosine schedule ends within the 20 minutes (85-105 images/s there, the same
-           at batch 64 as at 128: twice the updates for the same images). The image feature is the mean of the patch tokens (model.pool = mean,
-           MAE's `global_pool`): on a 975-step checkpoint it probed 0.512 against the class
-           token's 0.486 (10k/2k-image subset; BENCHMARKS.md). kNN only at the end: its
-           feature extraction (60,000 images through all 65 tokens) takes several minutes:
+           at batch 64 as at 128: twice the updates for the same images). The image feature is
+           the mean of the patch tokens (model.pool = mean, MAE's `global_pool`): on a 975-step
+           checkpoint it probed 0.512 against the class token's 0.486 (10k/2k-image subset;
+           BENCHMARKS.md). kNN only at the end: its feature extraction (60,000 images through
+           all 65 tokens) takes several minutes:
              python -m sslax.main --config=configs/mae.py:cpu --workdir=workdirs/mae_cpu
   tiny     A few steps of a tiny model (vit_test, patch 4 on 16x16 crops), for tests:
              python -m sslax.main --config=configs/mae.py:tiny --workdir=/tmp/mae_tiny

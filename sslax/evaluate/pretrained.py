@@ -106,10 +106,13 @@ def _read_config(path: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _backbone_variables(variables: dict) -> dict:
-  # BN-free backbones (ViT) have no statistics of their own.
-  return {"params": variables["params"]["backbone"],
-          "batch_stats": variables.get("batch_stats", {}).get("backbone", {})}
+def _backbone_variables(variables: dict, scope: str | None = "backbone") -> dict:
+  """The params and BatchNorm statistics under `scope` (None: the whole tree), in the one layout
+  every protocol reads: BN-free backbones (ViT) get empty statistics."""
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  if scope is None:
+    return {"params": params, "batch_stats": stats}
+  return {"params": params[scope], "batch_stats": stats.get(scope, {})}
 
 
 def load_pretrained(workdir: str, step: int | None = None) -> Backbone:
@@ -164,9 +167,7 @@ def random_backbone(config: ml_collections.ConfigDict, seed: int = 0) -> Backbon
   module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
   size = config.augment.crop_size
   variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((2, size, size, 3)), train=False)
-  # The same layout as a loaded backbone's: BN-free backbones (ViT) get empty statistics.
-  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-  return Backbone(config=config, module=module, variables=jax.device_get(variables), step=0,
+  return Backbone(config=config, module=module, variables=jax.device_get(_backbone_variables(variables, None)), step=0,
                   source="random-init")
 
 

@@ -27,6 +27,7 @@ from sslax.evaluate.knn import knn_accuracy
 from sslax.evaluate.linear import linear_probe
 from sslax.evaluate.pretrained import Backbone, load_pretrained, random_backbone
 from sslax.evaluate.subsets import load_or_create_subset
+from sslax.models import VITS
 
 PROTOCOLS = ("linear", "knn", "finetune", "frozen", "all")
 TABLE_HEADER = ("| method | backbone | pretraining | encoder | protocol | labels | top-1 | top-5 | wall time | hardware |\n"
@@ -64,7 +65,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError("Set --config.pretrained_workdir=DIR to the --workdir of a pretraining run.")
   backbone = load_pretrained(config.pretrained_workdir, config.step)
   if config.pool:
-    if not backbone.config.model.backbone.startswith("vit"):
+    if backbone.config.model.backbone not in VITS:
       raise ValueError(f"--config.pool={config.pool!r} reads a ViT's tokens; {config.pretrained_workdir!r} holds a "
                        f"{backbone.config.model.backbone}. Leave config.pool unset.")
     backbone = backbone.with_model_fields(pool=config.pool)
@@ -194,7 +195,7 @@ def dict_with(cfg: ml_collections.ConfigDict, **updates) -> ml_collections.Confi
 
 def _backbone_desc(config) -> str:
   m = config.model
-  if m.backbone.startswith("vit"):
+  if m.backbone in VITS:
     return f"{m.backbone}/{m.patch_size} ({m.get('pool', 'cls')} pool)"
   return f"{m.backbone} x{m.width_multiplier:g} ({m.stem} stem)"
 
