@@ -34,6 +34,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22",  # skimage: the Lab reference.
                  "filelock>=3.12",  # Locks the persistent compilation cache the test workers share.
+                 "pytest-timeout>=2.3",  # pytest.ini: a hung test fails with its stacks instead of stalling CI.
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # Runs notebooks/ in the tests.
         # On an NVIDIA GPU host: pip install -e .[cuda]
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
