@@ -51,8 +51,17 @@ def effective_rank(z: jax.Array, axis_name: str | None = None) -> jax.Array:
   Returns:
     Scalar in [1, min(N, d)], identical on every device.
   """
+  return rank_of_gram(gram_matrix(z, axis_name))
+
+
+def gram_matrix(z: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """Z^T Z of the global batch of (n_local, d) embeddings z, summed over devices: (d, d)."""
   z = z.astype(jnp.float32)
-  gram = global_sum(jnp.einsum("ni,nj->ij", z, z, precision=jax.lax.Precision.HIGHEST), axis_name)
+  return global_sum(jnp.einsum("ni,nj->ij", z, z, precision=jax.lax.Precision.HIGHEST), axis_name)
+
+
+def rank_of_gram(gram: jax.Array) -> jax.Array:
+  """RankMe effective rank from the Gram matrix Z^T Z (no collectives: see effective_rank)."""
   singular = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0))
   p = singular / jnp.maximum(jnp.sum(singular), 1e-12) + 1e-7  # The epsilon of RankMe's reference code.
   return jnp.exp(-jnp.sum(p * jnp.log(p)))

@@ -235,11 +235,18 @@ def collapse_metrics(embeddings: jax.Array, step: jax.Array, setup: Setup) -> di
   'embedding_std_ratio' = std * sqrt(d) (about 1 when spread over the sphere, 0 when
   collapsed, Chen & He 2021); 'effective_rank': RankMe (Garrido et al. 2023). The rank needs
   an eigendecomposition, so it is computed only on the steps that are logged (NaN otherwise).
+
+  The Gram matrix's all-reduce (d x d) runs on every step, outside the `cond`: XLA-CPU runs a
+  collective inside a conditional unordered with the step's other collectives, so two devices
+  could enter the all-reduce and, say, the loss's all-gather in opposite orders and wait for
+  each other until XLA aborts the process (seen on a 2-device CPU mesh: "Termination timeout
+  for all reduce ... Expected 2 threads ... only 1 of them arrived").
   """
   axis = parallel.DATA_AXIS
   std = monitors.embedding_std(embeddings, axis)
   logged = ((step + 1) % setup.config.log_every_steps == 0) | (step + 1 == setup.total_steps)
-  rank = jax.lax.cond(logged, lambda z: monitors.effective_rank(z, axis), lambda z: jnp.float32(jnp.nan), embeddings)
+  gram = monitors.gram_matrix(embeddings, axis)
+  rank = jax.lax.cond(logged, monitors.rank_of_gram, lambda g: jnp.float32(jnp.nan), gram)
   return {"embedding_std": std, "embedding_std_ratio": std * math.sqrt(embeddings.shape[-1]), "effective_rank": rank}
 
 

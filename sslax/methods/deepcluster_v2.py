@@ -106,6 +106,11 @@ class DeepClusterV2(Method):
     new_epoch = step % self.steps_per_epoch == 0
     method_state = jax.lax.cond(new_epoch, lambda s: self.cluster(s, step, axis_name, n_devices), lambda s: s,
                                 method_state)
+    # The clustering's collectives sit inside the conditional, which XLA-CPU does not order
+    # with the forward pass's (BatchNorm) collectives; a data dependency makes every device
+    # finish the clustering first, so no two devices wait at different collectives.
+    # (Only `views` is taken from the barrier: the state keeps its replicated type.)
+    views = jax.lax.optimization_barrier((views, method_state))[0]
     outs, new_stats = multi_view_forward(model, params, batch_stats, views)
     index = batch["index"]
     total, count = 0.0, 0.0
