@@ -7,7 +7,8 @@
 # /usr/bin/time -v block holds the peak RSS ("Maximum resident set size"). The probe always
 # uses the full CIFAR-10 training split, also for presets that pretrain on a subset (exemplar),
 # and evaluates at the input size a preset trains at: 16 px for the denoising AE, counting and
-# the context encoder (their random-init baseline: configs/eval.py:frozen --config.image_size=16).
+# the context encoder (their random-init baseline: configs/eval.py:frozen --config.image_size=16),
+# 48 px for relative patch location (its views are upscaled to 48).
 # The probes of MAE and CPC also score their own baselines (a random-init ViT of MAE's size; CPC's
 # random-init ResNet read as the mean of 3x3 grid tiles, as CPC is evaluated) and raw pixels, as
 # the whole-image ResNet baselines of the other rows do not apply to them; MAE's probe skips raw
@@ -20,10 +21,13 @@ for method in "$@"; do
   workdir="workdirs/${method}_cpu"
   case "${method}" in
     denoising_ae|counting|context_encoder) eval_size=(--config.image_size=16) ;;
+    relative_patch) eval_size=(--config.image_size=48) ;;
     *) eval_size=() ;;
   esac
   baselines=False
-  [[ "${method}" == mae || "${method}" == cpc ]] && baselines=True
+  # Their baselines are not the 32-px whole-image ones: MAE's ViT, CPC's grid, relative patch
+  # location's grid of 11-px tiles of 48-px images.
+  [[ "${method}" == mae || "${method}" == cpc || "${method}" == relative_patch ]] && baselines=True
   # MAE: no kNN at the end of training; the probe's frozen protocol reads kNN and linear from one
   # extraction of the ViT's features (minutes per network on 2 cores), without raw pixels.
   # Jigsaw, relative patch location and the 16-px presets likewise: their kNN is read where the
