@@ -281,7 +281,8 @@ def tile_pretext(c: ml_collections.ConfigDict, preset: str, num_classes: int) ->
   """Shared sizes of the tile-classification pretext tasks (jigsaw, relative patch location).
 
   Views are whole 32x32 crops (cells of 10 pixels, tiles of 9: a random gap of 0-2 pixels
-  between neighbours; tiny: 16x16 crops, tiles of 4); a per-tile projector (the papers'
+  between neighbours; tiny: 16x16 crops, tiles of 4; relative patch location's cpu preset
+  overrides them with 48x48 views and 11-pixel patches); a per-tile projector (the papers'
   fc6) and a classifier over the concatenated tile projections (fc7, fc8) of
   `num_classes` outputs; no colour jitter (the tasks' own defences replace it); SGD with
   Nesterov momentum, lr 0.1 x batch/256, weight decay 5e-4, as RotNet.
