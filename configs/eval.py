@@ -51,7 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.baselines = True
   c.raw_pixels = True  # With baselines: also kNN and linear probe on raw pixels (slow to probe: 3,072-d).
   c.image_size = config_dict.placeholder(int)  # Evaluation resolution (None: stored size).
-  # Frozen features (kNN, linear): 'image', 'grid' (the mean over the 3x3 grid tiles) or 'auto'
+  # Frozen features (kNN, linear): 'image', 'grid' (the mean over the 3x3 grid tiles),
+  # 'grid_concat' (their concatenation in raster order, keeping the layout) or 'auto'
   # (the grid for backbones trained on tiles: jigsaw, relative patch location).
   c.representation = "auto"
   # ViT backbones: read the class token ('cls') or the mean of the patch tokens ('mean') instead of

@@ -194,6 +194,11 @@ def test_tile_methods_are_evaluated_on_the_mean_of_grid_tiles_of_their_training_
   want = np.mean([np.concatenate([x[:, r:r + 9, c:c + 9].mean(axis=(1, 2)), x[:, r, c]], -1) for r, c in cells], 0)
   np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
   assert grid_average(lambda t: t.mean(axis=(1, 2)), jnp.asarray(x), 0).shape == (2, 3)
+  # 'grid_concat': the same tiles' features side by side in raster order.
+  assert grid_tile_size(jigsaw, 32, "grid_concat") == 9
+  cat = grid_average(lambda t: t.mean(axis=(1, 2)), jnp.asarray(x), 9, concat=True)
+  want = np.concatenate([x[:, r:r + 9, c:c + 9].mean(axis=(1, 2)) for r, c in cells], -1)
+  np.testing.assert_allclose(cat, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_tile_backbone_represents_an_image_by_the_mean_over_its_grid_tiles():
@@ -206,6 +211,8 @@ def test_a_tile_backbone_represents_an_image_by_the_mean_over_its_grid_tiles():
   tiles = [backbone.features(np.ascontiguousarray(images[:, r:r + 4, c:c + 4]), batch_size=6, representation="image")
            for r in (0, 5, 10) for c in (0, 5, 10)]  # cells of 16 // 3 = 5 pixels
   np.testing.assert_allclose(grid, np.mean(tiles, axis=0), rtol=1e-4, atol=1e-5)
+  concat = backbone.features(images, batch_size=6, representation="grid_concat")
+  np.testing.assert_allclose(concat, np.concatenate(tiles, axis=1), rtol=1e-4, atol=1e-5)
   whole = backbone.features(images, batch_size=6, representation="image")
   assert not np.allclose(grid, whole, atol=1e-3)
 

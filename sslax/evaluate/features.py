@@ -11,14 +11,17 @@ from sslax import parallel
 from sslax.data.preprocessing import preprocess
 
 
-REPRESENTATIONS = ("auto", "image", "grid")
+# 'grid_concat' keeps the tiles' layout: their features side by side in raster order (9 D), as
+# the linear protocols of Zhang et al. (2016, 2017) and Goyal et al. (2019) keep a conv map's
+# spatial layout (pooled to about 9k dimensions) rather than averaging it away.
+REPRESENTATIONS = ("auto", "image", "grid", "grid_concat")
 
 
 def grid_tile_size(config, image_size: int, representation: str = "auto") -> int:
   """Side of the 3x3 grid tiles that represent an `image_size` image; 0: the whole image.
 
   'image' is the whole image; 'grid' the average over the centre squares of the 3x3 grid
-  cells; 'auto' is 'grid' for methods whose backbone is trained on tiles
+  cells ('grid_concat' their concatenation, with the same tiles); 'auto' is 'grid' for methods whose backbone is trained on tiles
   (Method.representation_tile_size > 0) and 'image' for the others. A grid tile has the
   training tile's size relative to the view (tile_size / crop_size of image_size, at most a
   cell), so a 32x32 image of a method trained on 9-pixel tiles of 32-pixel views is seen as
@@ -45,7 +48,8 @@ def grid_tile_size(config, image_size: int, representation: str = "auto") -> int
   return max(1, min(cell, round(trained * image_size / config.augment.crop_size)))
 
 
-def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_size: int) -> jax.Array:
+def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_size: int,
+                 concat: bool = False) -> jax.Array:
   """`apply_fn(x)`, or with tile_size > 0 the mean of `apply_fn` over x's 3x3 grid tiles.
 
   Args:
@@ -53,9 +57,10 @@ def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_
     x: (B, S, S, C) preprocessed images.
     tile_size: side of the centre square taken from each of the 3x3 cells of S // 3 pixels
       (no jitter, no gap beyond the cells' own); 0 applies apply_fn to x itself.
+    concat: concatenate the tiles' features in raster order instead of averaging them.
 
   Returns:
-    (B, D) features.
+    (B, D) features, or (B, 9 D) with concat.
   """
   if not tile_size:
     return apply_fn(x)
@@ -63,12 +68,13 @@ def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_
   lo = (cell - tile_size) // 2
   tiles = [x[:, r * cell + lo:r * cell + lo + tile_size, c * cell + lo:c * cell + lo + tile_size]
            for r in range(3) for c in range(3)]
-  feats = apply_fn(jnp.concatenate(tiles))  # (9B, D), tile-major
-  return feats.reshape(9, b, -1).mean(axis=0)
+  feats = apply_fn(jnp.concatenate(tiles)).reshape(9, b, -1)  # tile-major
+  return jnp.moveaxis(feats, 0, 1).reshape(b, -1) if concat else feats.mean(axis=0)
 
 
 def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "float32",
-                    image_size: int | None = None, output: str = "features", tile_size: int = 0) -> Callable:
+                    image_size: int | None = None, output: str = "features", tile_size: int = 0,
+                    concat: bool = False) -> Callable:
   """Jitted `fn(variables, uint8_images) -> (B, D)` of an SSLModel in evaluation mode.
 
   Args:
@@ -79,13 +85,14 @@ def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "f
     image_size: resize the images to this size first; None keeps them.
     output: the key of the model's output dict.
     tile_size: > 0 averages the features of the 3x3 grid tiles of this size (grid_average).
+    concat: with tile_size > 0, concatenate the tiles' features instead.
   """
 
   def features(variables: dict, images: jax.Array) -> jax.Array:
     if isinstance(images, dict):  # A table's columns go to the encoder as they are.
       return model.apply(variables, images, train=False)[output]
     x = preprocess(images, data_cfg.mean, data_cfg.std, image_size=image_size, dtype=dtype)
-    return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size)
+    return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size, concat)
 
   return jax.jit(features, out_shardings=parallel.batch_sharding(mesh))
 

@@ -86,8 +86,9 @@ class Backbone:
       batch_size: global batch size.
       image_size: resize to this size first (None: as stored).
       mesh: device mesh (default: all devices).
-      representation: 'image', 'grid' (the mean over 3x3 grid tiles) or 'auto' (the grid
-        for backbones trained on tiles); see sslax.evaluate.features.grid_tile_size.
+      representation: 'image', 'grid' (the mean over 3x3 grid tiles), 'grid_concat' (their
+        concatenation) or 'auto' (the grid for backbones trained on tiles); see
+        sslax.evaluate.features.grid_tile_size.
 
     Returns:
       float32 (N, D).
@@ -95,7 +96,8 @@ class Backbone:
     mesh = parallel.make_mesh() if mesh is None else mesh
     tile = grid_tile_size(self.config, image_size or images.shape[1], representation)
     fn = jax.jit(lambda v, x: grid_average(lambda t: self.module.apply(v, t, train=False),
-                                           self.preprocess(x, image_size), tile),
+                                           self.preprocess(x, image_size), tile,
+                                           concat=representation == "grid_concat"),
                  out_shardings=parallel.batch_sharding(mesh))
     variables = parallel.replicate(self.variables, mesh)
     return extract_features(fn, variables, images, batch_size, mesh)

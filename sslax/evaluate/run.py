@@ -94,7 +94,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   protocols = {"all": ("knn", "linear", "finetune"), "frozen": ("knn", "linear")}.get(config.protocol,
                                                                                     (config.protocol,))
   tile = grid_tile_size(backbone.config, config.image_size or train_x.shape[1], config.representation)
-  representation = f"mean of 3x3 tiles of {tile} px" if tile else "whole image"
+  how = "concatenation" if config.representation == "grid_concat" else "mean"
+  representation = f"{how} of 3x3 tiles of {tile} px" if tile else "whole image"
   rows, results = [], {"pretrained_workdir": os.path.abspath(config.pretrained_workdir),
                        "method": backbone.config.method, "representation": representation,
                        "backbone": _backbone_desc(backbone.config) + (f", {representation}" if tile else ""),
