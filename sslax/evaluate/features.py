@@ -21,8 +21,9 @@ def grid_tile_size(config, image_size: int, representation: str = "auto") -> int
   """Side of the 3x3 grid tiles that represent an `image_size` image; 0: the whole image.
 
   'image' is the whole image; 'grid' the average over the centre squares of the 3x3 grid
-  cells ('grid_concat' their concatenation, with the same tiles); 'auto' is 'grid' for methods whose backbone is trained on tiles
-  (Method.representation_tile_size > 0) and 'image' for the others. A grid tile has the
+  cells ('grid_concat' their concatenation, with the same tiles); 'auto' is 'grid' for
+  methods whose backbone is trained on tiles (Method.representation_tile_size > 0) and
+  'image' for the others. A grid tile has the
   training tile's size relative to the view (tile_size / crop_size of image_size, at most a
   cell), so a 32x32 image of a method trained on 9-pixel tiles of 32-pixel views is seen as
   9 tiles of 9 pixels; 'grid' for other methods uses whole cells.
@@ -73,8 +74,7 @@ def grid_average(apply_fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile_
 
 
 def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "float32",
-                    image_size: int | None = None, output: str = "features", tile_size: int = 0,
-                    concat: bool = False) -> Callable:
+                    image_size: int | None = None, output: str = "features", tile_size: int = 0) -> Callable:
   """Jitted `fn(variables, uint8_images) -> (B, D)` of an SSLModel in evaluation mode.
 
   Args:
@@ -85,14 +85,13 @@ def make_feature_fn(model, data_cfg, *, mesh: jax.sharding.Mesh, dtype: str = "f
     image_size: resize the images to this size first; None keeps them.
     output: the key of the model's output dict.
     tile_size: > 0 averages the features of the 3x3 grid tiles of this size (grid_average).
-    concat: with tile_size > 0, concatenate the tiles' features instead.
   """
 
   def features(variables: dict, images: jax.Array) -> jax.Array:
     if isinstance(images, dict):  # A table's columns go to the encoder as they are.
       return model.apply(variables, images, train=False)[output]
     x = preprocess(images, data_cfg.mean, data_cfg.std, image_size=image_size, dtype=dtype)
-    return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size, concat)
+    return grid_average(lambda t: model.apply(variables, t, train=False)[output], x, tile_size)
 
   return jax.jit(features, out_shardings=parallel.batch_sharding(mesh))
 
