@@ -162,6 +162,39 @@ def test_relative_patch_labels_match_the_neighbour_position():
   assert set(labels) == set(range(8))
 
 
+def test_relative_patch_colour_jitter_is_per_patch_and_keeps_the_labels():
+  size, tile, n = 30, 8, 64
+  image = np.full((size, size, 3), 0.5, np.float32)  # one grey: every tile is the same
+  grid = jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(jnp.asarray(image), jax.random.split(
+      jax.random.PRNGKey(0), n), tile)
+  mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+  grid = (grid - mean) / std  # normalised, as the method receives its views
+  keys = jax.random.split(jax.random.PRNGKey(1), n)
+
+  def pairs(**overrides):
+    config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0, **overrides})
+    out = METHODS["relative_patch"](config).make_inputs(grid, keys, {})
+    return np.asarray(out[0]), np.asarray(out[1])
+
+  plain, labels = pairs()
+  np.testing.assert_allclose(plain, np.broadcast_to(grid[:1, :2], plain.shape), rtol=1e-6, atol=1e-6)
+  # Zero strength: the un-normalise, jitter, normalise round trip changes nothing.
+  still, still_labels = pairs(**{"relative_patch.patch_colour_jitter_prob": 1.0, "augment.color_jitter_strength": 0.0})
+  np.testing.assert_allclose(still, plain, rtol=1e-5, atol=1e-5)
+  jittered, jittered_labels = pairs(**{"relative_patch.patch_colour_jitter_prob": 1.0})
+  np.testing.assert_array_equal(jittered_labels, labels)
+  np.testing.assert_array_equal(still_labels, labels)
+  rgb = jittered * std + mean
+  assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5
+  # Each patch has its own jitter: the grey centre and neighbour now differ in colour.
+  centre, neighbour = rgb[:, 0].mean(axis=(1, 2)), rgb[:, 1].mean(axis=(1, 2))
+  assert np.mean(np.abs(centre - neighbour).max(axis=-1) > 1e-3) > 0.9
+  assert np.mean(np.abs(centre - 0.5).max(axis=-1) > 1e-3) > 0.9
+  half, _ = pairs(**{"relative_patch.patch_colour_jitter_prob": 0.5})
+  changed = np.abs(half - plain).max(axis=(2, 3, 4)) > 1e-4  # (n, 2)
+  assert 0.3 < changed.mean() < 0.7
+
+
 def test_tile_tasks_check_their_config():
   with pytest.raises(ConfigError, match="output_dim=100"):
     METHODS["jigsaw"].validate_config(load_config("jigsaw", **{"model.classifier.output_dim": 10})[0])

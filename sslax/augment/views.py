@@ -198,8 +198,18 @@ def _hsv_to_rgb(h, s, v):
   return jnp.stack([r, g, b], axis=-1)
 
 
-def _color_jitter(x, key, cfg):
-  """Brightness, contrast, saturation and hue with strength s, in a random order."""
+def color_jitter(x: jax.Array, key: jax.Array, cfg) -> jax.Array:
+  """SimCLR's colour distortion: brightness, contrast, saturation and hue, in a random order.
+
+  Args:
+    x: float (H, W, 3) image in [0, 1].
+    key: PRNG key (the factors and the order of the four changes).
+    cfg: augmentation config: color_jitter_strength s scales brightness, contrast,
+      saturation and hue (see default_simclr_augment_config).
+
+  Returns:
+    float (H, W, 3) in [0, 1].
+  """
   s = cfg.color_jitter_strength
   kb, kc, ks, kh, kp = jax.random.split(key, 5)
   b = cfg.brightness * s
@@ -278,7 +288,7 @@ def simclr_view(image: jax.Array, key: jax.Array, cfg, view: int, size: int | No
   x = jnp.clip(x, 0.0, 1.0)
 
   if cfg.color_jitter_prob > 0:
-    jittered = _color_jitter(x, k_jit, cfg)
+    jittered = color_jitter(x, k_jit, cfg)
     x = jnp.where(jax.random.uniform(k_jit_p) < cfg.color_jitter_prob, jittered, x)
   if cfg.grayscale_prob > 0:
     x = jnp.where(jax.random.uniform(k_gray) < cfg.grayscale_prob, jnp.broadcast_to(_gray(x), x.shape), x)
