@@ -19,6 +19,13 @@ from sslax.models import conv as conv_lib
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+@pytest.fixture(autouse=True)
+def _always_gemm(monkeypatch):
+  """Every shape takes the GEMM path here (the small test shapes would keep XLA's gradients)."""
+  monkeypatch.setattr(conv_lib, "_GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED", 0)
+  monkeypatch.setattr(conv_lib, "_XLA_MAX_INPUT_CHANNELS", 0)
+
+
 def _grads(conv, x, w, strides, padding, g):
   y, vjp = jax.vjp(lambda x, w: conv(x, w, strides, padding, dimension_numbers=_DN), x, w)
   return (y, *vjp(g))
@@ -122,6 +129,22 @@ def test_eight_devices_equal_one_device():
       x, w, (2, 2), "SAME", dimension_numbers=_DN))))(w))
   np.testing.assert_allclose(sharded_grad(1), reference, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(sharded_grad(8), sharded_grad(1), rtol=1e-5, atol=1e-5)
+
+
+def test_shapes_where_xla_gradients_are_faster_keep_them(monkeypatch):
+  monkeypatch.undo()  # The rule as shipped, not the autouse fixture's.
+  same = ((1, 1), (1, 1))
+  faster = conv_lib._xla_gradients_faster
+  assert not faster((8, 32, 32, 16), (3, 3, 16, 16), (1, 1), same)  # 32x32 maps: GEMM
+  assert not faster((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), same)  # 16x16: GEMM
+  assert faster((8, 10, 10, 32), (3, 3, 32, 32), (1, 1), same)  # 10x10 unstrided: XLA
+  assert faster((8, 32, 32, 3), (3, 3, 3, 16), (1, 1), same)  # RGB stem: XLA
+  assert not faster((8, 8, 8, 64), (3, 3, 64, 128), (2, 2), ((0, 1), (0, 1)))  # strided: GEMM
+  assert not faster((8, 2, 2, 128), (3, 3, 128, 128), (1, 1), same)  # 2x2 maps: im2col
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  ours = jax.make_jaxpr(lambda x, w: conv_lib.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN))(x, w)
+  theirs = jax.make_jaxpr(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN))(x, w)
+  assert str(ours) == str(theirs)
 
 
 def test_conv_impl_choice():

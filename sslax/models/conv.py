@@ -25,7 +25,9 @@ Both are exact rearrangements of the same sums (tested against
 2x2 pixels (the last stage of a CIFAR-stem ResNet on 16-pixel inputs or 9-pixel
 jigsaw tiles), the forward pass is an im2col GEMM too, because XLA-CPU's own
 convolution is 10-20x slower on such maps than on larger ones of the same work.
-Anything other than a 2-D NHWC/HWIO convolution without dilation or feature
+Unstrided convolutions with output maps under 12x12 (but over 2x2) and convolutions of
+RGB inputs keep XLA's own convolution and gradients, which were faster there when timed
+alone. Anything other than a 2-D NHWC/HWIO convolution without dilation or feature
 groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
 default) uses it when JAX's default backend is the CPU and XLA's own gradients on
 GPUs and TPUs (cuDNN and the TPU compiler run them well); 'gemm' or 'xla' force one.
@@ -94,6 +96,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   strides = tuple(int(s) for s in window_strides)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
+    return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_NHWC, precision=precision)
   lhs, rhs = _same_varying_axes(lhs, rhs)
   return _conv(lhs, rhs, strides, pads, precision)
 
@@ -128,6 +132,22 @@ def _same_varying_axes(*xs):
 # stage of a CIFAR-stem ResNet on 16-pixel inputs and 9-pixel jigsaw tiles. On larger maps
 # XLA's convolution wins (by up to 12x), so it stays.
 _IM2COL_MAX_OUTPUT_PIXELS = 4
+# Unstrided convolutions whose output map has fewer pixels than this, or whose input has at
+# most _XLA_MAX_INPUT_CHANNELS channels (an RGB stem), keep XLA's own gradients: timed alone,
+# its weight gradient beat the GEMM one on 10x10, 8x8, 5x5, 4x4 and 3x3 maps and on the RGB
+# stem, and lost on 16x16 and larger (BENCHMARKS.md, "SimCLR, CPU preset").
+_GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED = 144
+_XLA_MAX_INPUT_CHANNELS = 4
+
+
+def _xla_gradients_faster(x_shape, w_shape, strides, pads) -> bool:
+  """Whether XLA's own convolution and gradients beat the GEMM ones on this shape (measured)."""
+  ho, wo = _output_hw(x_shape[1:3], w_shape[:2], strides, pads)
+  if ho * wo <= _IM2COL_MAX_OUTPUT_PIXELS:
+    return False  # XLA's forward convolution is pathologically slow on such maps.
+  if w_shape[2] <= _XLA_MAX_INPUT_CHANNELS:
+    return True
+  return strides == (1, 1) and ho * wo < _GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED
 
 
 def _output_hw(x_hw, kernel_hw, strides, pads):
