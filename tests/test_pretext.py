@@ -12,6 +12,7 @@ from sslax.augment import tiles
 from sslax.config_utils import ConfigError
 from sslax.methods import METHODS
 from sslax.methods.rotnet import rotate_all
+from sslax.presets import CIFAR_MEAN, CIFAR_STD
 
 
 def test_rotations_and_labels_match_the_pixel_geometry():
@@ -167,7 +168,7 @@ def test_relative_patch_colour_jitter_is_per_patch_and_keeps_the_labels():
   image = np.full((size, size, 3), 0.5, np.float32)  # one grey: every tile is the same
   grid = jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(jnp.asarray(image), jax.random.split(
       jax.random.PRNGKey(0), n), tile)
-  mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+  mean, std = np.array(CIFAR_MEAN), np.array(CIFAR_STD)  # the tiny preset's data.mean / data.std
   grid = (grid - mean) / std  # normalised, as the method receives its views
   keys = jax.random.split(jax.random.PRNGKey(1), n)
 
