@@ -146,7 +146,8 @@ def test_jigsaw_slot_i_shows_tile_perm_i_and_the_set_is_in_the_state():
 
 
 def test_relative_patch_labels_match_the_neighbour_position():
-  config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0})
+  config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0,
+                                               "relative_patch.neighbours_per_image": 1})  # the paper's pairs
   method = METHODS["relative_patch"](config)
   size, tile = 30, 8
   grid = jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(jnp.asarray(_coordinate_image(size)),
@@ -163,6 +164,48 @@ def test_relative_patch_labels_match_the_neighbour_position():
   assert set(labels) == set(range(8))
 
 
+@pytest.mark.parametrize("r", [3, 8])
+def test_relative_patch_with_several_neighbours_shares_the_centre(r):
+  config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0,
+                                               "relative_patch.neighbours_per_image": r})
+  method = METHODS["relative_patch"](config)
+  size, tile, n = 30, 8, 100
+  grid = jax.vmap(tiles.grid_tiles, in_axes=(None, 0, None))(jnp.asarray(_coordinate_image(size)),
+                                                              jax.random.split(jax.random.PRNGKey(0), n), tile)
+  groups, labels = method.make_inputs(grid, jax.random.split(jax.random.PRNGKey(1), n), {})
+  groups, labels = np.asarray(groups), np.asarray(labels)
+  assert groups.shape == (n, r + 1, tile, tile, 3) and labels.shape == (n, r)
+  expected = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+  cell = size // 3
+  for group, label in zip(groups, labels):
+    assert len(set(label)) == r  # distinct neighbours
+    assert tuple(group[0, 0, 0, :2] // cell) == (1, 1)
+    for j in range(r):
+      assert tuple(group[1 + j, 0, 0, :2] // cell - 1) == expected[label[j]]
+  assert set(labels.ravel()) == set(range(8))
+  # Row i * r + j pairs image i's centre with its neighbour j.
+  rows = np.asarray(method.classifier_rows(n))
+  assert rows.shape == (n * r, 2)
+  np.testing.assert_array_equal(rows[:, 0], np.repeat((r + 1) * np.arange(n), r))
+  np.testing.assert_array_equal(rows[:, 1], ((r + 1) * np.arange(n)[:, None] + np.arange(1, r + 1)).ravel())
+
+
+def test_classifier_rows_give_the_logits_of_the_explicit_pairs():
+  """Shared centre encodings (classifier_rows) against each pair's two tiles fed as one group."""
+  from sslax.models import build_model
+
+  config, _ = load_config("relative_patch")
+  model = build_model(config.model, heads=("projector", "classifier"), classifier_group=2)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2 * 4, 4, 4, 3))  # 2 images, centre + 3 neighbours
+  variables = model.init(jax.random.PRNGKey(1), x[:4], train=False, pretext=True)
+  method = METHODS["relative_patch"](load_config("relative_patch", **{"relative_patch.neighbours_per_image": 3})[0])
+  rows = method.classifier_rows(2)
+  shared = model.apply(variables, x, train=False, pretext=True, classifier_rows=rows)["logits"]
+  explicit = model.apply(variables, x[rows.reshape(-1)], train=False, pretext=True)["logits"]
+  assert shared.shape == (6, 8)
+  np.testing.assert_allclose(shared, explicit, rtol=1e-5, atol=1e-5)
+
+
 def test_relative_patch_colour_jitter_is_per_patch_and_keeps_the_labels():
   size, tile, n = 30, 8, 64
   image = np.full((size, size, 3), 0.5, np.float32)  # one grey: every tile is the same
@@ -173,7 +216,8 @@ def test_relative_patch_colour_jitter_is_per_patch_and_keeps_the_labels():
   keys = jax.random.split(jax.random.PRNGKey(1), n)
 
   def pairs(**overrides):
-    config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0, **overrides})
+    config, _ = load_config("relative_patch", **{"relative_patch.colour_drop_prob": 0.0,
+                                                 "relative_patch.neighbours_per_image": 1, **overrides})
     out = METHODS["relative_patch"](config).make_inputs(grid, keys, {})
     return np.asarray(out[0]), np.asarray(out[1])
 

@@ -224,7 +224,9 @@ class TileClassificationMethod(Method):
   reads the mean of an image's tile features (it costs no extra forward pass).
 
   Subclasses set `name`, `classifier_group`, `config_fields` (with `tile_size` and
-  `channel_jitter`) and implement `num_classes` and `make_inputs`.
+  `channel_jitter`) and implement `num_classes` and `make_inputs`; a task whose tiles feed
+  several classifier rows (relative patch location's shared centre) also overrides
+  `classifier_rows`.
   """
 
   heads = ("projector", "classifier")
@@ -256,9 +258,17 @@ class TileClassificationMethod(Method):
       method_state: TrainState.method_state.
 
     Returns:
-      ((n, classifier_group, t', t', C) inputs, (n,) int32 labels).
+      ((n, g, t', t', C) inputs, (n,) or (n, r) int32 labels): g = classifier_group
+      tiles per image and one label, or with `classifier_rows` the image's g tiles and
+      the labels of its r classifier rows.
     """
     raise NotImplementedError
+
+  def classifier_rows(self, n: int) -> jax.Array | None:
+    """(n * r, classifier_group) indices of the tiles each classifier row reads, image by
+    image; None (the default): each image's classifier_group tiles make one row."""
+    del n
+    return None
 
   def loss(self, model, params, batch_stats, method_state, views, *, step, axis_name, batch=None):
     del batch
@@ -271,8 +281,8 @@ class TileClassificationMethod(Method):
     inputs, labels = self.make_inputs(tiles, task_keys, method_state)
     x = inputs.reshape(-1, *inputs.shape[2:]).astype(images.dtype)
     out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True, predict=False,
-                               pretext=True, mutable=["batch_stats"])
-    loss, top1 = classification_loss(out["logits"], labels, axis_name)
-    features = out["features"].reshape(n, self.classifier_group, -1).mean(axis=1)
+                               pretext=True, classifier_rows=self.classifier_rows(n), mutable=["batch_stats"])
+    loss, top1 = classification_loss(out["logits"], labels.reshape(-1), axis_name)
+    features = out["features"].reshape(n, inputs.shape[1], -1).mean(axis=1)
     return LossOutput(loss=loss, batch_stats=updates.get("batch_stats", batch_stats), method_state=method_state,
                       features=features, embeddings=out["projection"], metrics={f"{self.name}_top1": top1})

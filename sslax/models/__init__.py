@@ -115,7 +115,7 @@ class SSLModel(nn.Module):
     return 2 * self.classifier_group
 
   def __call__(self, x, train: bool = True, predict: bool = True, pretext: bool = False,
-               tokens=None) -> dict[str, Any]:
+               tokens=None, classifier_rows=None) -> dict[str, Any]:
     """Args:
       x: (B, H, W, 3) normalised images, or a table's {'numeric', 'categorical'} rows.
       train: batch statistics in BatchNorm when True.
@@ -123,6 +123,10 @@ class SSLModel(nn.Module):
       pretext: run the pretext-task heads, the grouped classifier (B must be a multiple of
         classifier_group) and the decoder; evaluation, which reads features, leaves them off.
       tokens: int (B_t, L) caption tokens for the text tower (image-text methods).
+      classifier_rows: int (R, classifier_group) indices into the batch: the inputs whose
+        projections each classifier row concatenates, so that one input can feed several
+        rows (relative patch location's centre patch with each of its neighbours); None:
+        consecutive groups of classifier_group inputs.
 
     Returns:
       {'features'} plus 'projection', 'prediction', 'scores', 'logits' and/or
@@ -146,7 +150,9 @@ class SSLModel(nn.Module):
       out["scores"] = self.prototypes(out["projection"])
     if self.classifier is not None and pretext:
       z = out["projection"]
-      out["logits"] = self.classifier(z.reshape(z.shape[0] // self.classifier_group, -1), train=train)
+      grouped = z.reshape(z.shape[0] // self.classifier_group, -1) if classifier_rows is None else (
+          z[classifier_rows].reshape(classifier_rows.shape[0], -1))
+      out["logits"] = self.classifier(grouped, train=train)
     return out
 
 
