@@ -194,11 +194,11 @@ def test_classifier_rows_give_the_logits_of_the_explicit_pairs():
   """Shared centre encodings (classifier_rows) against each pair's two tiles fed as one group."""
   from sslax.models import build_model
 
-  config, _ = load_config("relative_patch")
+  config, _ = load_config("relative_patch", **{"relative_patch.neighbours_per_image": 3})
   model = build_model(config.model, heads=("projector", "classifier"), classifier_group=2)
   x = jax.random.normal(jax.random.PRNGKey(0), (2 * 4, 4, 4, 3))  # 2 images, centre + 3 neighbours
   variables = model.init(jax.random.PRNGKey(1), x[:4], train=False, pretext=True)
-  method = METHODS["relative_patch"](load_config("relative_patch", **{"relative_patch.neighbours_per_image": 3})[0])
+  method = METHODS["relative_patch"](config)
   rows = method.classifier_rows(2)
   shared = model.apply(variables, x, train=False, pretext=True, classifier_rows=rows)["logits"]
   explicit = model.apply(variables, x[rows.reshape(-1)], train=False, pretext=True)["logits"]
