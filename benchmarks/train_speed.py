@@ -13,7 +13,9 @@ Run (the numbers in BENCHMARKS.md):
   python benchmarks/train_speed.py --config=configs/simclr.py:cpu --config.batch_size=256 \
       --config.augment.crop_size=32
 
-`--config.model.conv_impl=xla` times XLA's own convolution gradients instead of the GEMM
+Like `python -m sslax.main`, it restarts itself with malloc on huge pages and splits the CPU into
+one XLA device per core (sslax/host.py); `--config.cpu_hugepages=False --config.cpu_devices=1`
+times the step without either. `--config.model.conv_impl=xla` times XLA's own convolution gradients instead of the GEMM
 ones that are the CPU default (sslax/models/conv.py); benchmarks/speed_vs_torch.sh runs
 both beside PyTorch's step (benchmarks/torch_reference.py).
 """
@@ -32,7 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sslax import augment, parallel, step  # noqa: E402
+from sslax import augment, host, parallel, step  # noqa: E402
 from sslax.data import load_dataset  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/simclr.py:cpu", "Config to benchmark.")
@@ -53,6 +55,9 @@ def _timed(fn, *args, repeats):
 def main(argv):
   del argv
   config = _CONFIG.value
+  # The CPU defaults of `python -m sslax.main` (sslax/host.py): huge pages, one device per core.
+  host.reexec_with_hugepages(config)
+  host.set_cpu_devices(config)
   data = load_dataset(config.data, config.data.train_split)
   setup = step.build_setup(config, len(data))
   batch_np = {"image": data.images[:config.batch_size]}
@@ -92,6 +97,7 @@ def main(argv):
       "method": config.method, "backbone": config.model.backbone, "width_multiplier": config.model.width_multiplier,
       "batch_size": config.batch_size, "crop_size": config.augment.crop_size, "devices": jax.device_count(),
       "platform": jax.devices()[0].platform, "conv_impl": config.model.get("conv_impl", "auto"),
+      "dtype": config.model.dtype, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "compile_s": round(compile_s, 2), "forward_s": round(forward_s, 4),
       "forward_backward_s": round(forward_backward_s, 4), "step_s": round(step_s, 4), "train_images_per_s": round(config.batch_size / step_s, 1),
       "augment_images_per_s": round(config.batch_size / aug_s, 1), "peak_host_rss_gib": round(peak_rss_gib, 2),

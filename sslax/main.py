@@ -29,15 +29,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  from sslax import host
+
+  host.reexec_with_hugepages(config)  # Returns only where it does nothing.
   import jax
 
-  if _COORDINATOR.value or os.environ.get("SSLAX_DISTRIBUTED"):
+  distributed = bool(_COORDINATOR.value or os.environ.get("SSLAX_DISTRIBUTED"))
+  host.set_cpu_devices(config, distributed=distributed)  # Before the first jax.devices().
+  if distributed:
     # On Cloud TPU pods and SLURM/GKE GPU clusters jax finds these by itself.
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(), jax.process_count(),
                jax.devices())
-  config = _CONFIG.value
   if "protocol" in config:  # configs/eval.py: evaluate a pretrained workdir.
     from sslax.evaluate.run import evaluate
     from sslax.metrics import quiet_library_logs

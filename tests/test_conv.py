@@ -151,5 +151,7 @@ def test_conv_impl_choice():
   assert conv_lib.conv_for("auto") is (conv_lib.conv_general_dilated if jax.default_backend() == "cpu" else None)
   assert conv_lib.conv_for("gemm") is conv_lib.conv_general_dilated
   assert conv_lib.conv_for("xla") is None
+  assert conv_lib.conv_for("auto", "bfloat16") is None  # XLA's own gradients in bfloat16.
+  assert conv_lib.conv_for("gemm", "bfloat16") is conv_lib.conv_general_dilated
   with pytest.raises(ValueError, match="config.model.conv_impl"):
     conv_lib.conv_for("cudnn")

@@ -73,7 +73,7 @@ def _plain_backbone(model_cfg, bn_axis_name):
   return ResNet(stage_sizes=stages, block_cls=block, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, bn_axis_name=bn_axis_name,
                 dtype=jnp.dtype(model_cfg.get("dtype", "float32")),
-                conv_general_dilated=conv_for(model_cfg.get("conv_impl", "auto")))
+                conv_general_dilated=conv_for(model_cfg.get("conv_impl", "auto"), model_cfg.get("dtype", "float32")))
 
 
 class SSLModel(nn.Module):

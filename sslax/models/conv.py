@@ -29,8 +29,8 @@ Unstrided convolutions with output maps under 12x12 (but over 2x2) and convoluti
 RGB inputs keep XLA's own convolution and gradients, which were faster there when timed
 alone. Anything other than a 2-D NHWC/HWIO convolution without dilation or feature
 groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
-default) uses it when JAX's default backend is the CPU and XLA's own gradients on
-GPUs and TPUs (cuDNN and the TPU compiler run them well); 'gemm' or 'xla' force one.
+default) uses it for float32 when JAX's default backend is the CPU, and XLA's own gradients on
+GPUs and TPUs (cuDNN and the TPU compiler run them well) and in bfloat16; 'gemm' or 'xla' force one.
 """
 from __future__ import annotations
 
@@ -45,11 +45,15 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV_IMPLS = ("auto", "gemm", "xla")
 
 
-def conv_for(impl: str = "auto"):
+def conv_for(impl: str = "auto", dtype=jnp.float32):
   """The convolution primitive that `model.conv_impl` names.
 
   Args:
-    impl: 'auto' (GEMM gradients on a CPU backend, XLA's elsewhere), 'gemm' or 'xla'.
+    impl: 'auto' (GEMM gradients for float32 on a CPU backend, XLA's elsewhere), 'gemm'
+      or 'xla'.
+    dtype: the computation dtype (`model.dtype`). In bfloat16 on a CPU with AVX-512 BF16,
+      XLA's own gradients took 0.66-0.70 s per SimCLR step against 1.00-1.04 s for the GEMM
+      ones (BENCHMARKS.md), so 'auto' keeps XLA's for any dtype but float32.
 
   Returns:
     `conv_general_dilated` below, or None for `lax.conv_general_dilated` (Flax's default).
@@ -57,7 +61,7 @@ def conv_for(impl: str = "auto"):
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown config.model.conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPLS)}.")
   if impl == "auto":
-    impl = "gemm" if jax.default_backend() == "cpu" else "xla"
+    impl = "gemm" if jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32 else "xla"
   return conv_general_dilated if impl == "gemm" else None
 
 
