@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# sslax's SimCLR train step (GEMM convolution gradients, the CPU default, and XLA's own) beside
-# PyTorch's (benchmarks/torch_reference.py; NCHW and channels_last), interleaved over ROUNDS
-# rounds in one run so that the ratios share the machine's moment. Needs the `bench` extra.
+# sslax's SimCLR train step beside PyTorch's (benchmarks/torch_reference.py), interleaved over
+# ROUNDS rounds in one run so that the ratios share the machine's moment. Needs the `bench` extra.
+#   sslax: the CPU default (GEMM convolution gradients, one XLA device per core, malloc on huge
+#   pages: sslax/host.py), the same with XLA's own gradients, and the default of before
+#   sslax/host.py (one device, 4 KiB pages);
+#   PyTorch: NCHW, channels_last, and channels_last with the same huge-page malloc tunable.
 #
 #   TFDS_DATA_DIR=../shared/tensorflow_datasets bash benchmarks/speed_vs_torch.sh [WIDTH] [ROUNDS] [STEPS]
 #
-# Writes one JSON line per measurement to benchmarks/results/speed_vs_torch_w$WIDTH.jsonl.
+# Writes one JSON line per measurement (tagged with its round and variant) to
+# benchmarks/results/speed_vs_torch_w$WIDTH.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WIDTH="${1:-0.25}"; ROUNDS="${2:-2}"; STEPS="${3:-5}"
@@ -14,21 +18,31 @@ OUT="benchmarks/results/speed_vs_torch_w${WIDTH}.jsonl"
 mkdir -p benchmarks/results && : > "$OUT"
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 HIDDEN="(512,)"; [ "$WIDTH" = "1.0" ] && HIDDEN="(2048,)"
-append() {  # The last result, tagged with its round, as one line of $OUT.
-  "$PY" -c "import json; r = json.load(open('$TMP/r.json')); r['round'] = $1; print(json.dumps(r))" >> "$OUT"
+append() {  # The last result, tagged with its round and variant, as one line of $OUT.
+  "$PY" -c "import json; r = json.load(open('$TMP/r.json')); r['round'] = $1; r['variant'] = '$2'; print(json.dumps(r))" >> "$OUT"
 }
+HUGEPAGES="glibc.malloc.hugetlb=1"
 for round in $(seq "$ROUNDS"); do
-  for impl in gemm xla; do
+  for variant in default xla_gradients one_device_4k_pages; do
+    case "$variant" in
+      default) extra=() ;;
+      xla_gradients) extra=(--config.model.conv_impl=xla) ;;
+      one_device_4k_pages) extra=(--config.cpu_devices=1 --config.cpu_hugepages=False) ;;
+    esac
+    [ "$WIDTH" = "1.0" ] && [ "$variant" = "xla_gradients" ] && continue  # Minutes per step at x1.0.
     "$PY" benchmarks/train_speed.py --config=configs/simclr.py:cpu --config.batch_size=256 \
       --config.augment.crop_size=32 --config.model.width_multiplier="$WIDTH" \
-      "--config.model.projector.hidden_dims=$HIDDEN" --config.model.conv_impl="$impl" \
+      "--config.model.projector.hidden_dims=$HIDDEN" "${extra[@]}" \
       --steps="$STEPS" --out="$TMP/r.json" > /dev/null
-    append "$round"
+    append "$round" "sslax_$variant"
   done
-  for layout in "" "--channels_last"; do
-    "$TORCH_PY" benchmarks/torch_reference.py --width="$WIDTH" --batch=256 --crop=32 --steps="$STEPS" $layout \
-      --out="$TMP/r.json" > /dev/null
-    append "$round"
+  for variant in nchw channels_last channels_last_hugepages; do
+    layout=""; tunables="${GLIBC_TUNABLES:-}"
+    [ "$variant" != "nchw" ] && layout="--channels_last"
+    [ "$variant" = "channels_last_hugepages" ] && tunables="$HUGEPAGES"
+    GLIBC_TUNABLES="$tunables" "$TORCH_PY" benchmarks/torch_reference.py --width="$WIDTH" --batch=256 --crop=32 \
+      --steps="$STEPS" $layout --out="$TMP/r.json" > /dev/null
+    append "$round" "torch_$variant"
   done
 done
 cat "$OUT"

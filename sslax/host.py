@@ -101,7 +101,8 @@ def auto_cpu_devices(config: Any, cores: int | None = None) -> int:
   Returns:
     The largest count up to min(cores, MAX_AUTO_CPU_DEVICES) that divides the global batch.
   """
-  cores = len(os.sched_getaffinity(0)) if cores is None else cores
+  if cores is None:  # The affinity mask where the OS has one (Linux), else every core.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
   batch_size = config.get("batch_size") or 0
   for count in range(max(1, min(cores, MAX_AUTO_CPU_DEVICES)), 1, -1):
     if not batch_size or batch_size % count == 0:
