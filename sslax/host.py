@@ -15,8 +15,9 @@ Two measured wins for training on a CPU (BENCHMARKS.md, "CPU step speed against 
   only at start-up, so `reexec_with_hugepages` restarts the process with it set.
 
 Both are skipped where the user already chose (an explicit XLA_FLAGS device count, an
-explicit `jax_num_cpu_devices`, a GLIBC_TUNABLES that sets hugetlb) and neither changes
-anything on GPU or TPU devices.
+explicit `jax_num_cpu_devices`, a GLIBC_TUNABLES that sets hugetlb). The device split only
+concerns JAX's CPU backend, so it changes nothing on GPU or TPU hosts; the huge-page restart
+applies there too, to host-side allocations only.
 """
 from __future__ import annotations
 
@@ -129,6 +130,9 @@ def set_cpu_devices(config: Any, distributed: bool = False) -> int | None:
   if requested < 0:
     raise ValueError(f"config.cpu_devices={requested} must be >= 0 (0 = one XLA device per CPU core).")
   if _user_chose_cpu_devices():
+    if requested:
+      logging.info("config.cpu_devices=%d ignored: XLA_FLAGS or jax_num_cpu_devices already sets the count.",
+                   requested)
     return None
   count = requested or (1 if distributed else auto_cpu_devices(config))
   if count == 1 and not requested:
