@@ -35,6 +35,7 @@ PRESETS = ("all", "knn", "linear", "finetune", "frozen", "imagenet_linear", "ima
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked evaluation config of a preset (see the module docstring)."""
+  from sslax import host
   from sslax.config_utils import parse_arg
   from sslax.evaluate.finetune import default_finetune_config
 
@@ -59,11 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the pretraining config's model.pool (None: as pretrained). The random-init baseline follows.
   c.pool = config_dict.placeholder(str)
   c.feature_batch_size = 500
-  # CPU runs (sslax/host.py): XLA devices to split the CPU into, 0 = one per core (up to 8, a
-  # divisor of batch_size); and malloc on transparent huge pages (the entry point restarts
-  # itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1). Both measured faster (BENCHMARKS.md).
-  c.cpu_devices = 0
-  c.cpu_hugepages = True
+  host.add_config_fields(c)  # cpu_devices, cpu_hugepages
   c.max_train_examples = config_dict.placeholder(int)  # None: the whole training split.
   c.max_test_examples = config_dict.placeholder(int)
   c.results_table = ""  # Markdown table to append to ('' = <workdir>/results.md).

@@ -7,7 +7,7 @@ Two measured wins for training on a CPU (BENCHMARKS.md, "CPU step speed against 
   ResNet step) on one thread per device; split into as many devices as cores, the data-
   parallel step (the same shard_map code and the same cross-device sums as on TPU pods)
   runs them on every core at once. The results equal one device's up to float rounding
-  (tests/test_parallel.py and the method contract test compare 8 devices with 1).
+  (tests/test_method_contract.py compares 8 devices with 1 for every method).
 * **Transparent huge pages for malloc** (`config.cpu_hugepages`). XLA allocates fresh
   buffers of tens of MB every step; with 4 KiB pages, touching them costs millions of
   page faults per minute. glibc's `glibc.malloc.hugetlb=1` tunable makes malloc ask the
@@ -29,10 +29,22 @@ from typing import Any
 from absl import logging
 
 _HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
-# glibc's hugetlb tunable appeared in 2.35; older versions ignore unknown tunables anyway.
+# glibc's hugetlb tunable appeared in 2.35; older versions would ignore it, so no restart there.
 _MIN_GLIBC = (2, 35)
 # More devices than this has never been measured (2 cores here, 8 devices in the tests).
 MAX_AUTO_CPU_DEVICES = 8
+
+
+def add_config_fields(c: Any) -> None:
+  """Adds this module's fields to a run config (training presets and configs/eval.py).
+
+  Args:
+    c: the ConfigDict to extend (unlocked).
+  """
+  # XLA devices to split a CPU into, 0 = one per core (up to MAX_AUTO_CPU_DEVICES, a divisor of
+  # batch_size); malloc on transparent huge pages through a restart. Both measured faster.
+  c.cpu_devices = 0
+  c.cpu_hugepages = True
 
 
 def _glibc_version() -> tuple[int, ...] | None:

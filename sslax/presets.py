@@ -26,6 +26,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   Returns:
     ConfigDict (unlocked, so the method config can add its section).
   """
+  from sslax import host
   from sslax.methods import method_class
 
   c = ml_collections.ConfigDict()
@@ -128,11 +129,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   # host reads step i's metrics while step i+1 runs. On: for debugging, an error surfaces at
   # the step that raised it.
   c.sync_every_step = False
-  # CPU runs (sslax/host.py): XLA devices to split the CPU into, 0 = one per core (up to 8, a
-  # divisor of batch_size); and malloc on transparent huge pages (the entry point restarts
-  # itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1). Both measured faster (BENCHMARKS.md).
-  c.cpu_devices = 0
-  c.cpu_hugepages = True
+  host.add_config_fields(c)  # cpu_devices, cpu_hugepages
   # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).
   c.collapse_warning_fraction = 0.2
   # ... or when the RankMe effective rank of the batch embeddings falls below this (dimensional
