@@ -1,4 +1,6 @@
 """On-device SimCLR augmentations against NumPy references, determinism, and device-count independence."""
+import colorsys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,6 +99,39 @@ def test_hue_rotation_round_trips_through_hsv():
   x = jnp.asarray(_images(2)[..., :] / 255.0, jnp.float32)
   h, s, v = views_lib._rgb_to_hsv(x)
   np.testing.assert_allclose(np.asarray(views_lib._hsv_to_rgb(h, s, v)), np.asarray(x), atol=1e-5)
+
+
+def _numpy_color_jitter(x, fb, fc, fs, dh, order):
+  """torchvision's ColorJitter on one float image, per pixel with colorsys, in the given order."""
+  luma = np.array([0.299, 0.587, 0.114])
+  for op in order:
+    if op == 0:
+      x = fb * x
+    elif op == 1:
+      x = fc * x + (1 - fc) * (x @ luma).mean()
+    elif op == 2:
+      x = fs * x + (1 - fs) * (x @ luma)[..., None]
+    else:
+      hsv = [colorsys.rgb_to_hsv(*pixel) for pixel in x.reshape(-1, 3)]
+      x = np.array([colorsys.hsv_to_rgb((h + dh) % 1.0, s, v) for h, s, v in hsv]).reshape(x.shape)
+    x = np.clip(x, 0.0, 1.0)
+  return x
+
+
+def test_color_jitter_matches_a_per_pixel_reference_in_every_order():
+  cfg = _cfg(color_jitter_strength=1.0)
+  x = _images(24, size=8, seed=3) / 255.0
+  x[0, :2] = 0.5  # Grey pixels (no hue) and saturated ones (clipping) too.
+  x[1, :2] = [1.0, 0.0, 0.0]
+  keys = jax.random.split(jax.random.PRNGKey(7), len(x))
+  got = np.asarray(jax.jit(jax.vmap(lambda im, k: augment.color_jitter(im, k, cfg)))(jnp.asarray(x, jnp.float32), keys))
+  params = [np.asarray(p) for p in jax.vmap(lambda k: views_lib.jitter_parameters(k, cfg))(keys)]
+  hue_positions = set()
+  for i in range(len(x)):
+    fb, fc, fs, dh, order = (p[i] for p in params)
+    hue_positions.add(int(np.argmax(order == 3)))
+    np.testing.assert_allclose(got[i], _numpy_color_jitter(x[i], fb, fc, fs, dh, order), atol=2e-5, err_msg=f"image {i}")
+  assert hue_positions == {0, 1, 2, 3}  # The hue rotation was tested at every place in the order.
 
 
 def test_crop_windows_follow_scale_and_ratio():

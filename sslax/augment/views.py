@@ -170,45 +170,56 @@ def _gray(x):
   return x[..., 0:1] * _LUMA[0] + x[..., 1:2] * _LUMA[1] + x[..., 2:3] * _LUMA[2]
 
 
+def _fraction(y):
+  """y - floor(y): the same as `y % 1.0` for floats, but without fmod, which XLA-CPU does not vectorise."""
+  return y - jnp.floor(y)
+
+
 def _rgb_to_hsv(x):
   r, g, b = x[..., 0], x[..., 1], x[..., 2]
-  # The hue branch is chosen by argmax rather than `r == max(x)`: XLA may recompute x in
-  # several fusions with different rounding, and an equality test across them can then
+  # The hue branch is chosen as argmax would choose it (the first largest channel) and the
+  # maximum is taken from that branch, rather than testing `r == max(x)`: XLA may recompute
+  # x in several fusions with different rounding, and an equality test across them can then
   # fail for every channel (seen as device-count-dependent colours).
-  channel = jnp.argmax(x, axis=-1)
-  maxc = jnp.take_along_axis(x, channel[..., None], axis=-1)[..., 0]
-  minc = jnp.min(x, axis=-1)
+  is_r = (r >= g) & (r >= b)
+  is_g = ~is_r & (g >= b)
+  maxc = jnp.where(is_r, r, jnp.where(is_g, g, b))
+  minc = jnp.minimum(jnp.minimum(r, g), b)
   delta = maxc - minc
-  safe_delta = jnp.where(delta > 0, delta, 1.0)
+  inv_delta = 1.0 / jnp.where(delta > 0, delta, 1.0)
   s = jnp.where(maxc > 0, delta / jnp.where(maxc > 0, maxc, 1.0), 0.0)
-  rc, gc, bc = (maxc - r) / safe_delta, (maxc - g) / safe_delta, (maxc - b) / safe_delta
-  h = jnp.where(channel == 0, bc - gc, jnp.where(channel == 1, 2.0 + rc - bc, 4.0 + gc - rc))
-  h = jnp.where(delta > 0, (h / 6.0) % 1.0, 0.0)
+  h = jnp.where(is_r, (g - b) * inv_delta, jnp.where(is_g, 2.0 + (b - r) * inv_delta, 4.0 + (r - g) * inv_delta))
+  h = jnp.where(delta > 0, _fraction(h / 6.0), 0.0)
   return h, s, maxc
 
 
 def _hsv_to_rgb(h, s, v):
-  i = jnp.floor(h * 6.0)
-  f = h * 6.0 - i
+  h6 = h * 6.0
+  # Sector 0-5. h6 may round up to 6.0; sector 5 with f = 1 gives the same colour as sector 0
+  # with f = 0, so clipping stands in for an (unvectorised) integer `% 6`.
+  sector = jnp.clip(jnp.floor(h6), 0.0, 5.0)
+  f = h6 - sector
   p, q, t = v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))
-  i = i.astype(jnp.int32) % 6
-  r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
-  g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
-  b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
-  return jnp.stack([r, g, b], axis=-1)
+
+  def pick(*by_sector):
+    out = by_sector[5]
+    for i in range(4, -1, -1):
+      out = jnp.where(sector == i, by_sector[i], out)
+    return out
+
+  return jnp.stack([pick(v, q, p, p, t, v), pick(t, v, v, q, p, p), pick(p, p, t, v, v, q)], axis=-1)
 
 
-def color_jitter(x: jax.Array, key: jax.Array, cfg) -> jax.Array:
-  """SimCLR's colour distortion: brightness, contrast, saturation and hue, in a random order.
+def jitter_parameters(key: jax.Array, cfg):
+  """The random draws of `color_jitter` for one image.
 
   Args:
-    x: float (H, W, 3) image in [0, 1].
-    key: PRNG key (the factors and the order of the four changes).
-    cfg: augmentation config: color_jitter_strength s scales brightness, contrast,
-      saturation and hue (see default_simclr_augment_config).
+    key: the image's colour-jitter key.
+    cfg: augmentation config (color_jitter_strength, brightness, contrast, saturation, hue).
 
   Returns:
-    float (H, W, 3) in [0, 1].
+    (brightness factor, contrast factor, saturation factor, hue shift, order): the order is a
+    permutation of 0 brightness, 1 contrast, 2 saturation, 3 hue.
   """
   s = cfg.color_jitter_strength
   kb, kc, ks, kh, kp = jax.random.split(key, 5)
@@ -220,26 +231,47 @@ def color_jitter(x: jax.Array, key: jax.Array, cfg) -> jax.Array:
   fc = jax.random.uniform(kc, minval=max(0.0, 1 - c), maxval=1 + c)
   fs = jax.random.uniform(ks, minval=max(0.0, 1 - sat), maxval=1 + sat)
   dh = jax.random.uniform(kh, minval=-hue, maxval=hue)
+  return fb, fc, fs, dh, jax.random.permutation(kp, 4)
 
-  def brightness(x):
-    return x * fb
 
-  def contrast(x):
-    mean = jnp.mean(_gray(x))
-    return (x - mean) * fc + mean
+def color_jitter(x: jax.Array, key: jax.Array, cfg) -> jax.Array:
+  """SimCLR's colour distortion: brightness, contrast, saturation and hue, in a random order.
 
-  def saturation(x):
-    g = _gray(x)
-    return (x - g) * fs + g
+  As torchvision's ColorJitter: brightness, contrast and saturation blend the image with
+  black, its mean grey level or its per-pixel grey (`f * x + (1 - f) * ref`), the hue is
+  rotated in HSV, and the image is clipped to [0, 1] after each change.
 
-  def hue_shift(x):
-    h, sv, v = _rgb_to_hsv(x)
-    return _hsv_to_rgb((h + dh) % 1.0, sv, v)
+  Args:
+    x: float (H, W, 3) image in [0, 1].
+    key: PRNG key (the factors and the order of the four changes).
+    cfg: augmentation config: color_jitter_strength s scales brightness, contrast,
+      saturation and hue (see default_simclr_augment_config).
 
-  ops = (brightness, contrast, saturation, hue_shift)
-  order = jax.random.permutation(kp, len(ops))
-  for position in range(len(ops)):
-    x = jnp.clip(jax.lax.switch(order[position], ops, x), 0.0, 1.0)
+  Returns:
+    float (H, W, 3) in [0, 1].
+  """
+  fb, fc, fs, dh, order = jitter_parameters(key, cfg)
+
+  # Under vmap the order differs per image, and a `lax.switch` on it would compute all four
+  # changes at each of the four positions: four HSV round trips per view. Instead the hue
+  # rotation runs once, between the blends the order puts before it and those after it.
+  hue_at = jnp.argmax(order == 3)
+  slots = jnp.arange(3)
+  blends = order[jnp.where(slots < hue_at, slots, slots + 1)]  # The order without the hue.
+  factors = jnp.stack([fb, fc, fs])
+
+  def blend(x, op, active):
+    gray = _gray(x)
+    ref = jnp.where(op == 1, jnp.mean(gray), jnp.where(op == 2, gray, 0.0))
+    f = jnp.where(active, factors[op], 1.0)  # An inactive slot is the identity.
+    return jnp.clip(f * x + (1.0 - f) * jnp.where(active, ref, 0.0), 0.0, 1.0)
+
+  for slot in range(3):
+    x = blend(x, blends[slot], slot < hue_at)
+  h, sv, v = _rgb_to_hsv(x)
+  x = jnp.clip(_hsv_to_rgb(_fraction(h + dh), sv, v), 0.0, 1.0)
+  for slot in range(3):
+    x = blend(x, blends[slot], slot >= hue_at)
   return x
 
 
