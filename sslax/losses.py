@@ -16,8 +16,18 @@ from sslax.parallel import all_gather, device_offset, global_count, global_mean,
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps) along `axis` (eps keeps the gradient finite at zero)."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+  """x / max(||x||, eps) along `axis`, with a finite (zero) gradient at x = 0.
+
+  sqrt's derivative at 0 is infinite, and the floor multiplied it by zero, which made the
+  gradient of an all-zero vector NaN (seen as a NaN SimSiam step when a tiny predictor's
+  output was exactly zero); so sqrt only ever sees positive squared norms. The values are
+  those of x / max(sqrt(sum x^2), eps) bit for bit (written as sqrt(max(...)) instead, XLA
+  turns the division into a multiplication by rsqrt, whose rounding then depends on the
+  device count).
+  """
+  squared = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  positive = squared > 0
+  norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
   return x / jnp.maximum(norm, eps)
 
 

@@ -83,3 +83,15 @@ def test_embedding_std_reference_and_collapse():
   np.testing.assert_allclose(float(monitors.embedding_std(jnp.asarray(z, jnp.float32))), zn.std(0).mean(), rtol=1e-5)
   collapsed = np.tile(z[:1], (64, 1)).astype(np.float32)
   assert float(monitors.embedding_std(collapsed)) < 1e-3
+
+
+def test_l2_normalize_has_a_finite_gradient_at_a_zero_vector():
+  """A zero row (e.g. a tiny predictor whose ReLU inputs are all negative) must not give NaN."""
+  x = jnp.array([[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]])
+  y = losses.l2_normalize(x)
+  np.testing.assert_allclose(np.asarray(y), [[0.0, 0.0, 0.0], [0.6, 0.0, 0.8]], rtol=1e-6)
+  grad = np.asarray(jax.grad(lambda x: jnp.sum(losses.l2_normalize(x) * jnp.array([1.0, 2.0, 3.0])))(x))
+  assert np.isfinite(grad).all()
+  # Away from zero: d(x/|x|) = (I - y y^T) / |x|, applied to the upstream gradient.
+  upstream, row = np.array([1.0, 2.0, 3.0]), np.array([0.6, 0.0, 0.8])
+  np.testing.assert_allclose(grad[1], (upstream - row * (row @ upstream)) / 5.0, rtol=1e-6)
