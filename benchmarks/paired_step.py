@@ -1,0 +1,144 @@
+r"""Paired A/B timing of two variants of the train step, in one process, called alternately.
+
+On a shared machine whose speed drifts by 10-30% within minutes, timing variant A in one
+process and variant B in the next cannot resolve a change of a few per cent. This compiles
+both variants in one process and times them in alternating pairs (ABBA order), so that both
+see the same machine at the same moment; it reports each variant's median step time and the
+median of the per-pair ratio A/B (above 1: B is faster).
+
+A is the config as given; B is A with `--b=KEY=VALUE` overrides (config fields, repeatable)
+and/or `--b_compiler_options=NAME=VALUE` (XLA options for B's compilation only). For example:
+
+  python benchmarks/paired_step.py --config=configs/simclr.py:cpu --config.batch_size=256 \
+      --config.augment.crop_size=32 --b=model.conv_impl=xla --pairs=20
+  python benchmarks/paired_step.py --config=configs/simclr.py:cpu --config.batch_size=256 \
+      --config.augment.crop_size=32 --b_compiler_options=xla_cpu_prefer_vector_width=512
+
+Host settings (one XLA device per core, malloc on huge pages; sslax/host.py) come from A and
+cannot differ between the variants.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from sslax import host, parallel, step  # noqa: E402
+from sslax.config_utils import ConfigError  # noqa: E402
+from sslax.data import load_dataset  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/simclr.py:cpu", "Config of variant A.")
+_B = flags.DEFINE_multi_string("b", [], "KEY=VALUE config override that makes variant B (repeatable).")
+_B_OPTIONS = flags.DEFINE_multi_string("b_compiler_options", [], "NAME=VALUE XLA compiler option for B only.")
+_PAIRS = flags.DEFINE_integer("pairs", 20, "Timed pairs of steps (after two warm-up steps of each).")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+
+_HOST_FIELDS = ("cpu_devices", "cpu_hugepages")
+
+
+def _value(text: str):
+  """A Python literal ('0.5', '(2048,)', 'True') or, failing that, the string itself."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _pairs(items, what):
+  out = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"{what} {item!r} is not NAME=VALUE.")
+    out[key] = _value(text)
+  return out
+
+
+def variant_b(config_a, overrides):
+  """Config A with dotted-key overrides (each key must exist in A).
+
+  Args:
+    config_a: the ConfigDict of variant A (left unchanged).
+    overrides: dotted keys to values.
+
+  Returns:
+    The ConfigDict of variant B.
+
+  Raises:
+    ConfigError: an unknown key, or a host setting (which both variants share).
+  """
+  config = copy.deepcopy(config_a)
+  for key, value in overrides.items():
+    if key in _HOST_FIELDS:
+      raise ConfigError(f"--b={key}=... would change a host setting that both variants share; "
+                        f"set --config.{key} instead.")
+    *path, last = key.split(".")
+    parent = config
+    for part in path:
+      parent = parent[part] if part in parent else None
+      if parent is None:
+        break
+    if parent is None or last not in parent:
+      raise ConfigError(f"Unknown config field {key!r} in --b.")
+    parent[last] = value
+  return config
+
+
+def main(argv):
+  del argv
+  config_a = _CONFIG.value
+  host.reexec_with_hugepages(config_a)
+  host.set_cpu_devices(config_a)
+  config_b = variant_b(config_a, _pairs(_B.value, "--b"))
+  options_b = _pairs(_B_OPTIONS.value, "--b_compiler_options") or None
+  if config_b == config_a and not options_b:
+    raise app.UsageError("B is the same as A: give --b=KEY=VALUE and/or --b_compiler_options=NAME=VALUE.")
+
+  data = load_dataset(config_a.data, config_a.data.train_split)
+  fns, states = {}, {}
+  batch = None
+  for name, config, options in (("A", config_a, None), ("B", config_b, options_b)):
+    setup = step.build_setup(config, len(data))
+    batch = parallel.to_global_batch({"image": data.images[:config.batch_size]}, setup.mesh)
+    states[name] = step.create_train_state(setup, jax.random.PRNGKey(0))
+    fns[name] = step.make_train_step(setup).lower(states[name], batch).compile(compiler_options=options)
+
+  def run(name):
+    start = time.perf_counter()
+    states[name], metrics = fns[name](states[name], batch)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - start
+
+  for name in ("A", "B", "A", "B"):
+    run(name)  # Warm-up.
+  times = {"A": [], "B": []}
+  for i in range(_PAIRS.value):
+    for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
+      times[name].append(run(name))
+  a, b = np.array(times["A"]), np.array(times["B"])
+  ratio = a / b
+  result = {
+      "b_overrides": _B.value, "b_compiler_options": _B_OPTIONS.value, "pairs": _PAIRS.value,
+      "batch_size": config_a.batch_size, "devices": jax.device_count(),
+      "a_median_s": round(float(np.median(a)), 4), "b_median_s": round(float(np.median(b)), 4),
+      "ratio_a_over_b_median": round(float(np.median(ratio)), 4),
+      "ratio_quartiles": [round(float(q), 4) for q in np.percentile(ratio, [25, 75])],
+      "b_faster_fraction": round(float(np.mean(b < a)), 3),
+  }
+  print(json.dumps(result, indent=2))
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
