@@ -33,7 +33,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from sslax import host, parallel, step  # noqa: E402
-from sslax.config_utils import ConfigError  # noqa: E402
+from sslax.config_utils import ConfigError, apply_overrides  # noqa: E402
 from sslax.data import load_dataset  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/simclr.py:cpu", "Config of variant A.")
@@ -76,21 +76,11 @@ def variant_b(config_a, overrides):
   Raises:
     ConfigError: an unknown key, or a host setting (which both variants share).
   """
-  config = copy.deepcopy(config_a)
-  for key, value in overrides.items():
-    if key in _HOST_FIELDS:
-      raise ConfigError(f"--b={key}=... would change a host setting that both variants share; "
-                        f"set --config.{key} instead.")
-    *path, last = key.split(".")
-    parent = config
-    for part in path:
-      parent = parent[part] if part in parent else None
-      if parent is None:
-        break
-    if parent is None or last not in parent:
-      raise ConfigError(f"Unknown config field {key!r} in --b.")
-    parent[last] = value
-  return config
+  shared = sorted(set(overrides) & set(_HOST_FIELDS))
+  if shared:
+    raise ConfigError(f"--b={shared[0]}=... would change a host setting that both variants share; "
+                      f"set --config.{shared[0]} instead.")
+  return apply_overrides(copy.deepcopy(config_a), overrides)
 
 
 def main(argv):
@@ -104,17 +94,16 @@ def main(argv):
     raise app.UsageError("B is the same as A: give --b=KEY=VALUE and/or --b_compiler_options=NAME=VALUE.")
 
   data = load_dataset(config_a.data, config_a.data.train_split)
-  fns, states = {}, {}
-  batch = None
+  fns, states, batches = {}, {}, {}
   for name, config, options in (("A", config_a, None), ("B", config_b, options_b)):
     setup = step.build_setup(config, len(data))
-    batch = parallel.to_global_batch({"image": data.images[:config.batch_size]}, setup.mesh)
+    batches[name] = parallel.to_global_batch({"image": data.images[:config.batch_size]}, setup.mesh)
     states[name] = step.create_train_state(setup, jax.random.PRNGKey(0))
-    fns[name] = step.make_train_step(setup).lower(states[name], batch).compile(compiler_options=options)
+    fns[name] = step.make_train_step(setup).lower(states[name], batches[name]).compile(compiler_options=options)
 
   def run(name):
     start = time.perf_counter()
-    states[name], metrics = fns[name](states[name], batch)
+    states[name], metrics = fns[name](states[name], batches[name])
     jax.block_until_ready(metrics)
     return time.perf_counter() - start
 

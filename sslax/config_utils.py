@@ -183,8 +183,23 @@ def load_config_file(spec: str, overrides: Mapping[str, Any] | None = None) -> m
   module_spec = importlib.util.spec_from_file_location(f"sslax_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  for key, value in (overrides or {}).items():
+  return apply_overrides(module.get_config(arg or None), overrides or {})
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted-key fields of `config` in place, as `--config.KEY=VALUE` does.
+
+  Args:
+    config: the config to change.
+    overrides: dotted keys to values, e.g. {'optimizer.name': 'sgd'}; every key must exist.
+
+  Returns:
+    `config`.
+
+  Raises:
+    ConfigError: a key that the config does not have (named, with its section's keys).
+  """
+  for key, value in overrides.items():
     parts = key.split(".")
     parent = config
     for depth, part in enumerate(parts):
