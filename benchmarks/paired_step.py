@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import ast
 import copy
-import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from sslax import host, parallel, step  # noqa: E402
+from sslax import host  # noqa: E402
 from sslax.config_utils import ConfigError, apply_overrides  # noqa: E402
 from sslax.data import load_dataset  # noqa: E402
+from pairing import alternate, report, summary, timed_step  # noqa: E402 (benchmarks/pairing.py)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/simclr.py:cpu", "Config of variant A.")
 _B = flags.DEFINE_multi_string("b", [], "KEY=VALUE config override that makes variant B (repeatable).")
@@ -94,39 +92,14 @@ def main(argv):
     raise app.UsageError("B is the same as A: give --b=KEY=VALUE and/or --b_compiler_options=NAME=VALUE.")
 
   data = load_dataset(config_a.data, config_a.data.train_split)
-  fns, states, batches = {}, {}, {}
-  for name, config, options in (("A", config_a, None), ("B", config_b, options_b)):
-    setup = step.build_setup(config, len(data))
-    batches[name] = parallel.to_global_batch({"image": data.images[:config.batch_size]}, setup.mesh)
-    states[name] = step.create_train_state(setup, jax.random.PRNGKey(0))
-    fns[name] = step.make_train_step(setup).lower(states[name], batches[name]).compile(compiler_options=options)
-
-  def run(name):
-    start = time.perf_counter()
-    states[name], metrics = fns[name](states[name], batches[name])
-    jax.block_until_ready(metrics)
-    return time.perf_counter() - start
-
-  for name in ("A", "B", "A", "B"):
-    run(name)  # Warm-up.
-  times = {"A": [], "B": []}
-  for i in range(_PAIRS.value):
-    for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
-      times[name].append(run(name))
-  a, b = np.array(times["A"]), np.array(times["B"])
-  ratio = a / b
+  runs = {"A": timed_step(config_a, data), "B": timed_step(config_b, data, options_b)}
+  times = alternate(runs, _PAIRS.value)
   result = {
       "b_overrides": _B.value, "b_compiler_options": _B_OPTIONS.value, "pairs": _PAIRS.value,
       "batch_size": config_a.batch_size, "devices": jax.device_count(),
-      "a_median_s": round(float(np.median(a)), 4), "b_median_s": round(float(np.median(b)), 4),
-      "ratio_a_over_b_median": round(float(np.median(ratio)), 4),
-      "ratio_quartiles": [round(float(q), 4) for q in np.percentile(ratio, [25, 75])],
-      "b_faster_fraction": round(float(np.mean(b < a)), 3),
+      **summary(times["A"], times["B"], "a", "b"),
   }
-  print(json.dumps(result, indent=2))
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=2)
+  report(result, _OUT.value)
 
 
 if __name__ == "__main__":

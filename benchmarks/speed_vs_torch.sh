@@ -17,7 +17,7 @@ PY="${PYTHON:-python}"; TORCH_PY="${TORCH_PYTHON:-$PY}"
 OUT="benchmarks/results/speed_vs_torch_w${WIDTH}.jsonl"
 mkdir -p benchmarks/results && : > "$OUT"
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
-HIDDEN="(512,)"; [ "$WIDTH" = "1.0" ] && HIDDEN="(2048,)"
+HIDDEN=512; [ "$WIDTH" = "1.0" ] && HIDDEN=2048  # The projection head's hidden width, the same in both.
 append() {  # The last result, tagged with its round and variant, as one line of $OUT.
   "$PY" -c "import json; r = json.load(open('$TMP/r.json')); r['round'] = $1; r['variant'] = '$2'; print(json.dumps(r))" >> "$OUT"
 }
@@ -32,7 +32,7 @@ for round in $(seq "$ROUNDS"); do
     [ "$WIDTH" = "1.0" ] && [ "$variant" = "xla_gradients" ] && continue  # Minutes per step at x1.0.
     "$PY" benchmarks/train_speed.py --config=configs/simclr.py:cpu --config.batch_size=256 \
       --config.augment.crop_size=32 --config.model.width_multiplier="$WIDTH" \
-      "--config.model.projector.hidden_dims=$HIDDEN" "${extra[@]}" \
+      "--config.model.projector.hidden_dims=($HIDDEN,)" "${extra[@]}" \
       --steps="$STEPS" --out="$TMP/r.json" > /dev/null
     append "$round" "sslax_$variant"
   done
@@ -41,7 +41,7 @@ for round in $(seq "$ROUNDS"); do
     [ "$variant" != "nchw" ] && layout="--channels_last"
     [ "$variant" = "channels_last_hugepages" ] && tunables="$HUGEPAGES"
     GLIBC_TUNABLES="$tunables" "$TORCH_PY" benchmarks/torch_reference.py --width="$WIDTH" --batch=256 --crop=32 \
-      --steps="$STEPS" $layout --out="$TMP/r.json" > /dev/null
+      --hidden="$HIDDEN" --steps="$STEPS" $layout --out="$TMP/r.json" > /dev/null
     append "$round" "torch_$variant"
   done
 done

@@ -2,7 +2,7 @@ r"""The same SimCLR train step in PyTorch on the CPU, to compare against sslax's
 
 The network and step mirror sslax's `configs/simclr.py:cpu` model: ResNet-18 with the
 CIFAR stem (3x3/1 conv, no max-pool), width x`--width`, BatchNorm after every conv, the
-zero-initialised last BN scale of each block, a 512-BN-ReLU-128 projection head, NT-Xent
+zero-initialised last BN scale of each block, a 512-BN-ReLU-128 projection head (`--hidden`), NT-Xent
 over the 2B views (temperature 0.2) and SGD with momentum and weight decay, as lightly's
 SimCLR example trains it. The views are random tensors already on the CPU: the torch
 world makes views in data-loader workers, so this times the model's step alone, which
@@ -13,12 +13,17 @@ Needs PyTorch (the optional `bench` extra, never a dependency of sslax itself):
   pip install -e ".[bench]"
   python benchmarks/torch_reference.py --width=0.25 --batch=256 --crop=32
 
-Prints one JSON object; `--out` writes it to a file too.
+Prints one JSON object; `--out` writes it to a file too. With `--serve` it instead waits on
+stdin and runs one full step per line it reads, printing that step's wall and kernel CPU
+seconds, so that
+`benchmarks/paired_vs_torch.py` can alternate its steps with sslax's.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import sys
 import time
 
 import torch
@@ -81,17 +86,20 @@ def main():
   parser.add_argument("--width", type=float, default=0.25, help="ResNet-18 width multiplier.")
   parser.add_argument("--batch", type=int, default=256, help="Images per step (2 views each).")
   parser.add_argument("--crop", type=int, default=32, help="View side in pixels.")
+  parser.add_argument("--hidden", type=int, default=512, help="Width of the projection head's hidden layer.")
   parser.add_argument("--steps", type=int, default=5, help="Timed repetitions of each part (after one warm-up).")
   parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")
   parser.add_argument("--channels_last", action="store_true", help="NHWC memory format.")
   parser.add_argument("--out", default=None, help="Optional JSON file for the results.")
+  parser.add_argument("--serve", action="store_true",
+                      help="Run one full step per line read from stdin and print its seconds (until EOF).")
   args = parser.parse_args()
   if args.threads:
     torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   encoder = ResNet18Cifar(args.width)
-  model = nn.Sequential(encoder, nn.Linear(encoder.dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(),
-                        nn.Linear(512, 128))
+  model = nn.Sequential(encoder, nn.Linear(encoder.dim, args.hidden, bias=False),
+                        nn.BatchNorm1d(args.hidden), nn.ReLU(), nn.Linear(args.hidden, 128))
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
   views = torch.randn(2 * args.batch, 3, args.crop, args.crop)
   if args.channels_last:
@@ -121,6 +129,9 @@ def main():
       fn()
     return (time.perf_counter() - start) / args.steps
 
+  if args.serve:
+    serve(full_step)
+    return
   forward_s, forward_backward_s, step_s = timed(forward), timed(forward_backward), timed(full_step)
   result = {
       "framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
@@ -132,6 +143,16 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       json.dump(result, f, indent=2)
+
+
+def serve(full_step) -> None:
+  """Runs `full_step` once per line of stdin and prints its wall and kernel (system) CPU time in
+  seconds, until EOF."""
+  print("ready", flush=True)
+  for _ in sys.stdin:
+    start, kernel = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    full_step()
+    print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel, flush=True)
 
 
 if __name__ == "__main__":
