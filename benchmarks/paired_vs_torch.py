@@ -50,28 +50,27 @@ _PAUSE = flags.DEFINE_float("pause_s", 0.05, "Sleep before each step, so the idl
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 
 
-def _torch_env() -> dict[str, str]:
-  """This environment without the huge-page tunable that sslax/host.py added for itself."""
+def _torch_env(hugepages: bool) -> dict[str, str]:
+  """This environment without the huge-page tunable that sslax/host.py added for itself (or with
+  it, if `hugepages`)."""
   env = dict(os.environ)
-  tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != host._HUGEPAGE_TUNABLE]
-  if _TORCH_HUGEPAGES.value:
-    tunables.append(host._HUGEPAGE_TUNABLE)
-  env["GLIBC_TUNABLES"] = ":".join(tunables)
+  tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != host.HUGEPAGE_TUNABLE]
+  env["GLIBC_TUNABLES"] = ":".join(tunables + [host.HUGEPAGE_TUNABLE] * hugepages)
   return env
 
 
 class TorchStep:
   """PyTorch's step in a child process: `torch_reference.py --serve`, one step per call."""
 
-  def __init__(self, width: float, batch: int, crop: int, hidden: int):
+  def __init__(self, python: str, args: list[str], hugepages: bool):
+    """Starts `python torch_reference.py --serve *args` and waits until its step is built."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
-    cmd = [_TORCH_PYTHON.value, script, f"--width={width}", f"--batch={batch}", f"--crop={crop}",
-           f"--hidden={hidden}", "--serve"] + (["--channels_last"] if _CHANNELS_LAST.value else [])
+    cmd = [python, script, "--serve", *args]
     self.kernel_s: list[float] = []  # Kernel (system) CPU seconds of each step.
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_torch_env())
-    ready = self.proc.stdout.readline().strip()
-    if ready != "ready":
-      raise RuntimeError(f"{' '.join(cmd)} did not start (is PyTorch installed for {_TORCH_PYTHON.value}? "
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                 env=_torch_env(hugepages))
+    if self.proc.stdout.readline().strip() != "ready":
+      raise RuntimeError(f"{' '.join(cmd)} did not start (is PyTorch installed for {python}? "
                          "pip install -e '.[bench]' or pass --torch_python).")
 
   def __call__(self) -> float:
@@ -108,7 +107,10 @@ def main(argv):
     sslax_kernel_s.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel)
     return seconds
 
-  torch_step = TorchStep(config.model.width_multiplier, config.batch_size, config.augment.crop_size, hidden[0])
+  torch_args = [f"--width={config.model.width_multiplier}", f"--batch={config.batch_size}",
+                f"--crop={config.augment.crop_size}", f"--hidden={hidden[0]}"]
+  torch_step = TorchStep(_TORCH_PYTHON.value, torch_args + ["--channels_last"] * _CHANNELS_LAST.value,
+                         _TORCH_HUGEPAGES.value)
   try:
     times = alternate({"torch": torch_step, "sslax": sslax_step}, _PAIRS.value, pause_s=_PAUSE.value)
   finally:

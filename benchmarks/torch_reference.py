@@ -2,8 +2,8 @@ r"""The same SimCLR train step in PyTorch on the CPU, to compare against sslax's
 
 The network and step mirror sslax's `configs/simclr.py:cpu` model: ResNet-18 with the
 CIFAR stem (3x3/1 conv, no max-pool), width x`--width`, BatchNorm after every conv, the
-zero-initialised last BN scale of each block, a 512-BN-ReLU-128 projection head (`--hidden`), NT-Xent
-over the 2B views (temperature 0.2) and SGD with momentum and weight decay, as lightly's
+zero-initialised last BN scale of each block, a 512-BN-ReLU-128 projection head (hidden
+width `--hidden`), NT-Xent over the 2B views (temperature 0.2) and SGD with momentum and weight decay, as lightly's
 SimCLR example trains it. The views are random tensors already on the CPU: the torch
 world makes views in data-loader workers, so this times the model's step alone, which
 is also what `benchmarks/train_speed.py --parts` reports for sslax (forward,
@@ -15,8 +15,7 @@ Needs PyTorch (the optional `bench` extra, never a dependency of sslax itself):
 
 Prints one JSON object; `--out` writes it to a file too. With `--serve` it instead waits on
 stdin and runs one full step per line it reads, printing that step's wall and kernel CPU
-seconds, so that
-`benchmarks/paired_vs_torch.py` can alternate its steps with sslax's.
+seconds, so that `benchmarks/paired_vs_torch.py` can alternate its steps with sslax's.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from absl import logging
 
-_HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 # glibc's hugetlb tunable appeared in 2.35; older versions would ignore it, so no restart there.
 _MIN_GLIBC = (2, 35)
 # More devices than this has never been measured (2 cores here, 8 devices in the tests).
@@ -89,7 +89,7 @@ def reexec_with_hugepages(config: Any) -> None:
   if not hugepages_wanted(config):
     return
   env = dict(os.environ)
-  env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES", ""), _HUGEPAGE_TUNABLE]))
+  env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES", ""), HUGEPAGE_TUNABLE]))
   logging.info("Restarting with GLIBC_TUNABLES=%s (config.cpu_hugepages=False turns this off).",
                env["GLIBC_TUNABLES"])
   sys.stdout.flush()
