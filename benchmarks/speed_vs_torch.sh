@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # sslax's SimCLR train step beside PyTorch's (benchmarks/torch_reference.py), interleaved over
 # ROUNDS rounds in one run so that the ratios share the machine's moment. Needs the `bench` extra.
-#   sslax: the CPU default (GEMM convolution gradients, one XLA device per core, malloc on huge
-#   pages: sslax/host.py), the same with XLA's own gradients, and the default of before
-#   sslax/host.py (one device, 4 KiB pages);
+#   sslax: the CPU default (GEMM convolution gradients, two-pass BatchNorm backward, one XLA device
+#   per core, malloc on huge pages: sslax/host.py), the same with XLA's own gradients, the same
+#   with Flax's BatchNorm, and the default of before sslax/host.py (one device, 4 KiB pages);
 #   PyTorch: NCHW, channels_last, and channels_last with the same huge-page malloc tunable.
 #
 #   TFDS_DATA_DIR=../shared/tensorflow_datasets bash benchmarks/speed_vs_torch.sh [WIDTH] [ROUNDS] [STEPS]
@@ -23,10 +23,11 @@ append() {  # The last result, tagged with its round and variant, as one line of
 }
 HUGEPAGES="glibc.malloc.hugetlb=1"
 for round in $(seq "$ROUNDS"); do
-  for variant in default xla_gradients one_device_4k_pages; do
+  for variant in default xla_gradients flax_batchnorm one_device_4k_pages; do
     case "$variant" in
       default) extra=() ;;
       xla_gradients) extra=(--config.model.conv_impl=xla) ;;
+      flax_batchnorm) extra=(--config.model.bn_impl=flax) ;;
       one_device_4k_pages) extra=(--config.cpu_devices=1 --config.cpu_hugepages=False) ;;
     esac
     [ "$WIDTH" = "1.0" ] && [ "$variant" = "xla_gradients" ] && continue  # Minutes per step at x1.0.

@@ -83,6 +83,8 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   # auto: convolution gradients as GEMMs on a CPU backend (sslax/models/conv.py), XLA's on GPU/TPU.
   c.model.conv_impl = "auto"
+  # auto: BatchNorm with a two-pass backward on a CPU backend (sslax/models/norm.py), Flax's on GPU/TPU.
+  c.model.bn_impl = "auto"
   c.model.input = "rgb"  # rgb | lightness (the L of Lab: colourisation) | split_brain (L and ab halves).
   c.model.projector = ml_collections.ConfigDict()
   c.model.projector.hidden_dims = (2048,)

@@ -24,7 +24,7 @@ from sslax.data.preprocessing import preprocess
 from sslax.data.streaming import ON_CORRUPT
 from sslax.data.tabular import TABLE_SOURCES
 from sslax.methods import METHODS, Method, get_method
-from sslax.models import BACKBONES, CONV_IMPLS, INPUTS, build_model
+from sslax.models import BACKBONES, BN_IMPLS, CONV_IMPLS, INPUTS, build_model
 from sslax.optim import LR_SCALINGS, OPTIMIZERS, build_optimizer
 from sslax.state import TrainState
 
@@ -35,6 +35,7 @@ CONFIG_CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.input": INPUTS,
     "model.conv_impl": CONV_IMPLS,
+    "model.bn_impl": BN_IMPLS,
     "optimizer.name": OPTIMIZERS,
     "optimizer.lr_scaling": LR_SCALINGS,
     "data.source": ("tfds", "folder", "synthetic") + TABLE_SOURCES,

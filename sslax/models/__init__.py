@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sslax.models.conv import CONV_IMPLS, conv_for
+from sslax.models.norm import BN_IMPLS, batch_norm_for
 from sslax.models.heads import ConvDecoder, MLPHead, Prototypes, SplitDecoder
 from sslax.models.inputs import LightnessInput, SplitBrainBackbone
 from sslax.models.tabular import TabularMLP
@@ -73,7 +74,8 @@ def _plain_backbone(model_cfg, bn_axis_name):
   return ResNet(stage_sizes=stages, block_cls=block, width_multiplier=model_cfg.width_multiplier,
                 stem=model_cfg.stem, bn_axis_name=bn_axis_name,
                 dtype=jnp.dtype(model_cfg.get("dtype", "float32")),
-                conv_general_dilated=conv_for(model_cfg.get("conv_impl", "auto"), model_cfg.get("dtype", "float32")))
+                conv_general_dilated=conv_for(model_cfg.get("conv_impl", "auto"), model_cfg.get("dtype", "float32")),
+                batch_norm=batch_norm_for(model_cfg.get("bn_impl", "auto")))
 
 
 class SSLModel(nn.Module):
@@ -214,5 +216,5 @@ def _decoder(cfg, bn_axis_name, model_cfg):
                         bn_axis_name=bn_axis_name)
   return ConvDecoder(width=cfg.width, num_upsamples=cfg.num_upsamples, out_channels=out, bn_axis_name=bn_axis_name)
 
-__all__ = ["BACKBONES", "CONV_IMPLS", "INPUTS", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead",
+__all__ = ["BACKBONES", "BN_IMPLS", "CONV_IMPLS", "INPUTS", "RESNETS", "VITS", "BasicBlock", "BottleneckBlock", "ConvDecoder", "MLPHead",
            "Prototypes", "ResNet", "SSLModel", "SplitDecoder", "TABULAR", "TabularMLP", "build_backbone", "build_model"]

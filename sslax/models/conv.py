@@ -102,7 +102,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
   if _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
     return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_NHWC, precision=precision)
-  lhs, rhs = _same_varying_axes(lhs, rhs)
+  lhs, rhs = same_varying_axes(lhs, rhs)
   return _conv(lhs, rhs, strides, pads, precision)
 
 
@@ -113,7 +113,7 @@ def _varying_axes(x) -> frozenset:
   return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
 
 
-def _same_varying_axes(*xs):
+def same_varying_axes(*xs):
   """Marks each array as varying over every shard_map axis that any of them varies over.
 
   Under `jax.shard_map` the weights are replicated while the activations vary over the
@@ -215,7 +215,7 @@ def _weight_grad(x, g, kernel_hw, strides, pads, precision):
     return chunk_grad(x, g).reshape(kh, kw, cin, cout)
   xs = (x.reshape(chunks, n // chunks, *x.shape[1:]), g.reshape(chunks, n // chunks, ho, wo, cout))
   acc = jnp.zeros((kh * kw, cin, cout), jnp.promote_types(x.dtype, g.dtype))
-  acc = _same_varying_axes(acc, x, g)[0]  # The carry varies over shard_map axes as the chunks do.
+  acc = same_varying_axes(acc, x, g)[0]  # The carry varies over shard_map axes as the chunks do.
   acc, _ = lax.scan(lambda acc, c: (acc + chunk_grad(*c), None), acc, xs)
   return acc.reshape(kh, kw, cin, cout)
 

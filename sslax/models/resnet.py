@@ -74,6 +74,8 @@ class ResNet(nn.Module):
     dtype: computation dtype (parameters stay float32).
     conv_general_dilated: the convolution primitive (None: `lax.conv_general_dilated`);
       `sslax.models.conv.conv_general_dilated` computes the gradients as GEMMs, faster on CPUs.
+    batch_norm: the BatchNorm module class (`flax.linen.BatchNorm` or `sslax.models.norm.BatchNorm`,
+      whose two-pass backward is faster on CPUs; both hold the same variables).
   """
 
   stage_sizes: Sequence[int]
@@ -85,6 +87,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   conv_general_dilated: Callable[..., Any] | None = None
+  batch_norm: Callable[..., nn.Module] = nn.BatchNorm
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -97,7 +100,7 @@ class ResNet(nn.Module):
     """
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, conv_general_dilated=self.conv_general_dilated,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+    norm = functools.partial(self.batch_norm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name if train else None)
     base = max(1, int(round(self.width * self.width_multiplier)))
     if self.stem == "imagenet":
