@@ -8,6 +8,7 @@ module under JAX's autodiff: on one device, with global statistics inside `shard
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -106,8 +107,6 @@ def test_global_statistics_on_eight_devices_equal_one_device():
 
 def test_resnet_with_either_batchnorm():
   # The whole backbone: same parameter tree, same features and gradients within float32 noise.
-  import ml_collections
-
   cfg = ml_collections.ConfigDict({"backbone": "resnet18", "stem": "cifar", "width_multiplier": 0.125,
                                    "dtype": "float32", "conv_impl": "xla"})
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))

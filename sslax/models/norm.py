@@ -99,8 +99,9 @@ def _normalize_bwd(epsilon, axis_name, residuals, cotangents):
   x, mean, rstd, scale = residuals
   axes = tuple(range(x.ndim - 1))
   xf = x.astype(jnp.float32)
-  local_dy, local_dyx = _sum_over((dy, dy * xf), axes, None)
-  total_dy, total_dyx = lax.psum(jnp.stack([local_dy, local_dyx]), axis_name) if axis_name else (local_dy, local_dyx)
+  local = _sum_over((dy, dy * xf), axes, None)
+  local_dy, local_dyx = local
+  total_dy, total_dyx = lax.psum(local, axis_name) if axis_name is not None else local
   count = _count(x, axes, axis_name)
   a = scale * rstd
   # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd, as c1 * x + c0 + a * dy.
