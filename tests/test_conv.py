@@ -1,9 +1,9 @@
 """The GEMM-gradient convolution (sslax/models/conv.py) against XLA's own convolution.
 
 Its forward pass is `lax.conv_general_dilated` itself (an im2col GEMM where the output map has
-at most 2x2 pixels); its backward pass is hand-written
-(k*k GEMMs per batch chunk for the weights, one GEMM plus interior-padding placement for
-strided input gradients), so the gradients are compared with JAX's autodiff of
+at most 2x2 pixels); its backward pass is hand-written (per batch chunk, GEMMs of the
+transposed output gradient with each tap's window for the weights; one GEMM plus
+interior-padding placement for strided input gradients), so the gradients are compared with JAX's autodiff of
 `lax.conv_general_dilated` for every kind of convolution a backbone uses.
 """
 import jax
@@ -22,7 +22,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 @pytest.fixture(autouse=True)
 def _always_gemm(monkeypatch):
   """Every shape takes the GEMM path here (the small test shapes would keep XLA's gradients)."""
-  monkeypatch.setattr(conv_lib, "_GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED", 0)
+  monkeypatch.setattr(conv_lib, "_XLA_MAX_OUTPUT_PIXELS_UNSTRIDED", 0)
   monkeypatch.setattr(conv_lib, "_XLA_MAX_INPUT_CHANNELS", 0)
 
 
@@ -76,6 +76,7 @@ def test_weight_gradient_chunked_over_the_batch(monkeypatch):
   g = jnp.asarray(rng.normal(size=(8, 8, 8, 6)), jnp.float32)
   lowered = jax.jit(lambda x, w, g: _grads(conv_lib.conv_general_dilated, x, w, (1, 1), "SAME", g)).lower(x, w, g)
   assert "while" in lowered.as_text()  # The chunked path really ran.
+  assert lowered.as_text().count("dot_general") == 9  # One product per tap, in the scan body.
   _, _, dw = lowered.compile()(x, w, g)
   _, _, dw_ref = _grads(lax.conv_general_dilated, x, w, (1, 1), "SAME", g)
   np.testing.assert_allclose(np.asarray(dw), np.asarray(dw_ref), rtol=1e-5, atol=1e-4)
@@ -137,11 +138,13 @@ def test_shapes_where_xla_gradients_are_faster_keep_them(monkeypatch):
   faster = conv_lib._xla_gradients_faster
   assert not faster((8, 32, 32, 16), (3, 3, 16, 16), (1, 1), same)  # 32x32 maps: GEMM
   assert not faster((8, 16, 16, 32), (3, 3, 32, 32), (1, 1), same)  # 16x16: GEMM
-  assert faster((8, 10, 10, 32), (3, 3, 32, 32), (1, 1), same)  # 10x10 unstrided: XLA
+  assert not faster((8, 8, 8, 64), (3, 3, 64, 64), (1, 1), same)  # 8x8: GEMM
+  assert not faster((8, 5, 5, 64), (3, 3, 64, 64), (1, 1), same)  # 5x5: GEMM
+  assert faster((8, 4, 4, 128), (3, 3, 128, 128), (1, 1), same)  # 4x4 unstrided: XLA
   assert faster((8, 32, 32, 3), (3, 3, 3, 16), (1, 1), same)  # RGB stem: XLA
   assert not faster((8, 8, 8, 64), (3, 3, 64, 128), (2, 2), ((0, 1), (0, 1)))  # strided: GEMM
   assert not faster((8, 2, 2, 128), (3, 3, 128, 128), (1, 1), same)  # 2x2 maps: im2col
-  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  x, w = jnp.ones((2, 4, 4, 4)), jnp.ones((3, 3, 4, 4))
   ours = jax.make_jaxpr(lambda x, w: conv_lib.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN))(x, w)
   theirs = jax.make_jaxpr(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN))(x, w)
   assert str(ours) == str(theirs)

@@ -103,7 +103,11 @@ def test_three_steps_on_eight_devices_equal_one_device(name):
   initial, losses1, grads1, _, state1 = _three_steps(name, 1)
   _, losses8, grads8, _, state8 = _three_steps(name, 8)
   assert np.isfinite(losses1).all()
-  np.testing.assert_allclose(losses8, losses1, rtol=1e-5, atol=1e-6)
+  # The first step starts from the same parameters, so its loss agrees to float rounding. Later
+  # steps start from parameters that differ by the rounding of the 8-device sums, which the
+  # methods in TOLERANCE amplify (their gradients are compared at that looser tolerance too).
+  np.testing.assert_allclose(losses8[0], losses1[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(losses8[1:], losses1[1:], rtol=1e-4 if name in TOLERANCE else 1e-5, atol=1e-6)
   rtol, atol_scale = TOLERANCE.get(name, (1e-4, 1e-5))
   assert_trees_close(grads8, grads1, rtol=rtol, atol_scale=atol_scale)
   assert_trees_close(state8.params, state1.params, rtol=rtol, atol_scale=atol_scale)

@@ -12,10 +12,13 @@ their forward time.
 computes the same convolution forward, with a `custom_vjp` whose backward pass
 is plain matrix products, which XLA-CPU runs near its peak:
 
-  * weight gradient: for each kernel tap (a, b), the (strided) window of the
-    padded input that the tap sees, flattened to (B*Ho*Wo, Cin), times the
-    flattened output gradient (B*Ho*Wo, Cout): k*k GEMMs with long contractions;
-  * input gradient: one GEMM of the output gradient with all the taps' kernels
+  * weight gradient: per chunk of the batch, the output gradient transposed once to
+    (Cout, rows) times, for each kernel tap (a, b), the (strided) window of the padded
+    input that the tap sees, flattened to (rows, Cin): k*k GEMMs per chunk, summed over
+    the chunks;
+  * input gradient: XLA's own where the convolution is unstrided (a forward
+    convolution with the flipped kernel, on XLA's fast path); for strided ones,
+    one GEMM of the output gradient with all the taps' kernels
     (B*Ho*Wo, Cout) x (Cout, k*k*Cin), then each tap's slice is placed back at its
     (strided) input positions with `lax.pad` (interior padding = stride - 1) and
     the k*k placements are summed, which XLA fuses into one loop.
@@ -25,10 +28,10 @@ Both are exact rearrangements of the same sums (tested against
 2x2 pixels (the last stage of a CIFAR-stem ResNet on 16-pixel inputs or 9-pixel
 jigsaw tiles), the forward pass is an im2col GEMM too, because XLA-CPU's own
 convolution is 10-20x slower on such maps than on larger ones of the same work.
-Unstrided convolutions with output maps under 12x12 (but over 2x2) and convolutions of
-RGB inputs keep XLA's own convolution and gradients, which were faster there when timed
-alone. Anything other than a 2-D NHWC/HWIO convolution without dilation or feature
-groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
+Unstrided convolutions with output maps of at most 4x4 pixels (but over 2x2) and
+convolutions of RGB inputs keep XLA's own convolution and gradients (measured faster or
+as fast there). Anything other
+than a 2-D NHWC/HWIO convolution without dilation or feature groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
 default) uses it for float32 when JAX's default backend is the CPU, and XLA's own gradients on
 GPUs and TPUs (cuDNN and the TPU compiler run them well) and in bfloat16; 'gemm' or 'xla' force one.
 """
@@ -136,11 +139,12 @@ def same_varying_axes(*xs):
 # stage of a CIFAR-stem ResNet on 16-pixel inputs and 9-pixel jigsaw tiles. On larger maps
 # XLA's convolution wins (by up to 12x), so it stays.
 _IM2COL_MAX_OUTPUT_PIXELS = 4
-# Unstrided convolutions whose output map has fewer pixels than this, or whose input has at
-# most _XLA_MAX_INPUT_CHANNELS channels (an RGB stem), keep XLA's own gradients: timed alone,
-# its weight gradient beat the GEMM one on 10x10, 8x8, 5x5, 4x4 and 3x3 maps and on the RGB
-# stem, and lost on 16x16 and larger (BENCHMARKS.md, "SimCLR, CPU preset").
-_GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED = 144
+# Unstrided convolutions whose output map has at most this many pixels, or whose input has at
+# most _XLA_MAX_INPUT_CHANNELS channels (an RGB stem), keep XLA's own gradients: timed alone on
+# a 1-core XLA device at batch 256, its weight gradient tied the GEMM one on 4x4 and 3x3 maps
+# and lost on 5x5 and larger; on the stem the GEMM one was faster alone but the SimCLR step
+# was 10% slower with it (BENCHMARKS.md, issue 13).
+_XLA_MAX_OUTPUT_PIXELS_UNSTRIDED = 16
 _XLA_MAX_INPUT_CHANNELS = 4
 
 
@@ -151,7 +155,7 @@ def _xla_gradients_faster(x_shape, w_shape, strides, pads) -> bool:
     return False  # XLA's forward convolution is pathologically slow on such maps.
   if w_shape[2] <= _XLA_MAX_INPUT_CHANNELS:
     return True
-  return strides == (1, 1) and ho * wo < _GEMM_MIN_OUTPUT_PIXELS_UNSTRIDED
+  return strides == (1, 1) and ho * wo <= _XLA_MAX_OUTPUT_PIXELS_UNSTRIDED
 
 
 def _output_hw(x_hw, kernel_hw, strides, pads):
@@ -185,9 +189,11 @@ def _tap_window(xp, a: int, b: int, out_hw, strides):
                    (1, sh, sw, 1))
 
 
-# Rows (batch x output pixels) per chunk of the weight gradient: the chunk's k*k input
-# windows then stay in the CPU's cache instead of being written out to memory.
-_ROWS_PER_CHUNK = 16384
+# Rows (batch x output pixels) per chunk of the weight gradient, at least two images: the
+# chunk's transposed output gradient and its tap windows then stay in the core's L2 cache.
+# On a 1-core XLA device, 1024-row chunks beat 2048-16384 on every layer of a ResNet-18
+# x0.25 at batch 256 except the 32x32 ones, where 2 images (2048 rows) won (BENCHMARKS.md).
+_ROWS_PER_CHUNK = 1024
 
 
 def _pad_spatial(x, pads):
@@ -196,28 +202,36 @@ def _pad_spatial(x, pads):
 
 
 def _weight_grad(x, g, kernel_hw, strides, pads, precision):
-  """dL/dw as k*k GEMMs per batch chunk, accumulated over chunks by a scan.
+  """dL/dw as GEMMs per batch chunk, accumulated over chunks by a scan.
 
-  Each chunk is padded and cut into its k*k tap windows inside the scan body, so those
-  copies stay in the cache instead of being written out for the whole batch.
+  Each chunk's output gradient is transposed once to (Cout, rows) and multiplied by each tap's
+  window of the padded input, (rows, Cin), as it lies: a GEMM whose left operand is row-major
+  along its contraction, which XLA-CPU runs at 2-3x the speed of the same product with a
+  transposed window on the left (`dot_general` contracting dimension 0 of both). The barrier
+  keeps XLA from folding the transpose back into the product. Each chunk is padded and cut
+  into its windows inside the scan body, so those copies stay in the cache.
   """
   (kh, kw), (n, ho, wo, cout), cin = kernel_hw, g.shape, x.shape[3]
-  chunks = max(1, min(n, (n * ho * wo) // _ROWS_PER_CHUNK))
+  rows = max(_ROWS_PER_CHUNK, 2 * ho * wo)
+  chunks = max(1, min(n, (n * ho * wo) // rows))
   while n % chunks:
     chunks -= 1
 
   def chunk_grad(xc, gc):
-    xp, g_flat = _pad_spatial(xc, pads), gc.reshape(-1, cout)
-    return jnp.stack([jnp.dot(_tap_window(xp, a, b, (ho, wo), strides).reshape(-1, cin).T, g_flat,
-                              precision=precision) for a in range(kh) for b in range(kw)])
+    xp = _pad_spatial(xc, pads)
+    g_t = lax.optimization_barrier(gc.reshape(-1, cout).T)  # (Cout, rows), materialised.
+    return jnp.concatenate([jnp.dot(g_t, _tap_window(xp, a, b, (ho, wo), strides).reshape(-1, cin),
+                                    precision=precision) for a in range(kh) for b in range(kw)],
+                           axis=-1)  # (Cout, kh*kw*Cin), taps major as in the kernel.
 
   if chunks == 1:
-    return chunk_grad(x, g).reshape(kh, kw, cin, cout)
-  xs = (x.reshape(chunks, n // chunks, *x.shape[1:]), g.reshape(chunks, n // chunks, ho, wo, cout))
-  acc = jnp.zeros((kh * kw, cin, cout), jnp.promote_types(x.dtype, g.dtype))
-  acc = same_varying_axes(acc, x, g)[0]  # The carry varies over shard_map axes as the chunks do.
-  acc, _ = lax.scan(lambda acc, c: (acc + chunk_grad(*c), None), acc, xs)
-  return acc.reshape(kh, kw, cin, cout)
+    acc = chunk_grad(x, g)
+  else:
+    xs = (x.reshape(chunks, n // chunks, *x.shape[1:]), g.reshape(chunks, n // chunks, ho, wo, cout))
+    acc = jnp.zeros((cout, kh * kw * cin), jnp.promote_types(x.dtype, g.dtype))
+    acc = same_varying_axes(acc, x, g)[0]  # The carry varies over shard_map axes as the chunks do.
+    acc, _ = lax.scan(lambda acc, c: (acc + chunk_grad(*c), None), acc, xs)
+  return acc.T.reshape(kh, kw, cin, cout)
 
 
 def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
