@@ -30,10 +30,11 @@ jigsaw tiles), the forward pass is an im2col GEMM too, because XLA-CPU's own
 convolution is 10-20x slower on such maps than on larger ones of the same work.
 Unstrided convolutions with output maps of at most 4x4 pixels (but over 2x2) and
 convolutions of RGB inputs keep XLA's own convolution and gradients (measured faster or
-as fast there). Anything other
-than a 2-D NHWC/HWIO convolution without dilation or feature groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl` chooses it: 'auto' (the
-default) uses it for float32 when JAX's default backend is the CPU, and XLA's own gradients on
-GPUs and TPUs (cuDNN and the TPU compiler run them well) and in bfloat16; 'gemm' or 'xla' force one.
+as fast there). Anything other than a 2-D NHWC/HWIO convolution without dilation or
+feature groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl`
+chooses it: 'auto' (the default) uses it for float32 when JAX's default backend is the
+CPU, and XLA's own gradients on GPUs and TPUs (cuDNN and the TPU compiler run them well)
+and in bfloat16; 'gemm' or 'xla' force one.
 """
 from __future__ import annotations
 
