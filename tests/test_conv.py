@@ -3,8 +3,8 @@
 Its forward pass is `lax.conv_general_dilated` itself (an im2col GEMM where the output map has
 at most 2x2 pixels); its backward pass is hand-written (per batch chunk, GEMMs of the
 transposed output gradient with each tap's window for the weights; one GEMM plus
-interior-padding placement for strided input gradients), so the gradients are compared with JAX's autodiff of
-`lax.conv_general_dilated` for every kind of convolution a backbone uses.
+interior-padding placement for strided input gradients), so the gradients are compared with
+JAX's autodiff of `lax.conv_general_dilated` for every kind of convolution a backbone uses.
 """
 import jax
 import jax.numpy as jnp
