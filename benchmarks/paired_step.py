@@ -40,7 +40,7 @@ _B_OPTIONS = flags.DEFINE_multi_string("b_compiler_options", [], "NAME=VALUE XLA
 _PAIRS = flags.DEFINE_integer("pairs", 20, "Timed pairs of steps (after two warm-up steps of each).")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 
-_HOST_FIELDS = ("cpu_devices", "cpu_hugepages")
+_HOST_FIELDS = ("cpu_devices", "cpu_malloc", "cpu_hugepages")
 
 
 def _value(text: str):
@@ -84,7 +84,7 @@ def variant_b(config_a, overrides):
 def main(argv):
   del argv
   config_a = _CONFIG.value
-  host.reexec_with_hugepages(config_a)
+  host.reexec_with_fast_malloc(config_a)
   host.set_cpu_devices(config_a)
   config_b = variant_b(config_a, _pairs(_B.value, "--b"))
   options_b = _pairs(_B_OPTIONS.value, "--b_compiler_options") or None

@@ -17,8 +17,9 @@ PyTorch / sslax (above 1: sslax is faster), with its quartiles, and each side's 
 
 The network size, batch and crop come from the config (model.width_multiplier, batch_size,
 augment.crop_size, the projector's one hidden width); sslax runs with its CPU defaults
-(sslax/host.py: one XLA device per core, malloc on huge pages), PyTorch channels_last with its
-own default malloc unless `--torch_hugepages` (`--nochannels_last` for NCHW).
+(sslax/host.py: one XLA device per core, tcmalloc where installed, else malloc on huge pages),
+PyTorch channels_last with its own default malloc unless `--torch_hugepages` or `--torch_tcmalloc`
+(`--nochannels_last` for NCHW).
 """
 from __future__ import annotations
 
@@ -45,30 +46,39 @@ _TORCH_PYTHON = flags.DEFINE_string("torch_python", os.environ.get("TORCH_PYTHON
 _CHANNELS_LAST = flags.DEFINE_bool("channels_last", True, "PyTorch in channels_last (else NCHW).")
 _TORCH_HUGEPAGES = flags.DEFINE_bool("torch_hugepages", False,
                                      "Give PyTorch the same huge-page malloc tunable as sslax.")
+_TORCH_TCMALLOC = flags.DEFINE_bool("torch_tcmalloc", False,
+                                    "Preload the tcmalloc that sslax/host.py finds for PyTorch too.")
 _PAIRS = flags.DEFINE_integer("pairs", 30, "Timed pairs of steps (after two warm-up steps of each).")
 _PAUSE = flags.DEFINE_float("pause_s", 0.05, "Sleep before each step, so the idle side's threads sleep.")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 
 
-def _torch_env(hugepages: bool) -> dict[str, str]:
-  """This environment without the huge-page tunable that sslax/host.py added for itself (or with
-  it, if `hugepages`)."""
+def _torch_env(hugepages: bool, tcmalloc: bool) -> dict[str, str]:
+  """This environment without the huge-page tunable and the tcmalloc preload that sslax/host.py
+  added for itself (or with them, if `hugepages` / `tcmalloc`)."""
   env = dict(os.environ)
   tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != host.HUGEPAGE_TUNABLE]
   env["GLIBC_TUNABLES"] = ":".join(tunables + [host.HUGEPAGE_TUNABLE] * hugepages)
+  library = host.find_tcmalloc()
+  preload = [p for p in env.get("LD_PRELOAD", "").split() if p != library]
+  if tcmalloc:
+    if not library:
+      raise ValueError("--torch_tcmalloc: no libtcmalloc found (Debian/Ubuntu: apt-get install libtcmalloc-minimal4).")
+    preload.append(library)
+  env["LD_PRELOAD"] = " ".join(preload)
   return env
 
 
 class TorchStep:
   """PyTorch's step in a child process: `torch_reference.py --serve`, one step per call."""
 
-  def __init__(self, python: str, args: list[str], hugepages: bool):
+  def __init__(self, python: str, args: list[str], hugepages: bool, tcmalloc: bool):
     """Starts `python torch_reference.py --serve *args` and waits until its step is built."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
     cmd = [python, script, "--serve", *args]
     self.kernel_s: list[float] = []  # Kernel (system) CPU seconds of each step.
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 env=_torch_env(hugepages))
+                                 env=_torch_env(hugepages, tcmalloc))
     if self.proc.stdout.readline().strip() != "ready":
       raise RuntimeError(f"{' '.join(cmd)} did not start (is PyTorch installed for {python}? "
                          "pip install -e '.[bench]' or pass --torch_python).")
@@ -96,7 +106,7 @@ def main(argv):
   hidden = tuple(config.model.projector.hidden_dims)
   if len(hidden) != 1:
     raise ConfigError(f"config.model.projector.hidden_dims={hidden}: torch_reference.py builds one hidden layer.")
-  host.reexec_with_hugepages(config)
+  host.reexec_with_fast_malloc(config)
   host.set_cpu_devices(config)
   data = load_dataset(config.data, config.data.train_split)
   sslax_run, sslax_kernel_s = timed_step(config, data), []
@@ -110,7 +120,7 @@ def main(argv):
   torch_args = [f"--width={config.model.width_multiplier}", f"--batch={config.batch_size}",
                 f"--crop={config.augment.crop_size}", f"--hidden={hidden[0]}"]
   torch_step = TorchStep(_TORCH_PYTHON.value, torch_args + ["--channels_last"] * _CHANNELS_LAST.value,
-                         _TORCH_HUGEPAGES.value)
+                         _TORCH_HUGEPAGES.value, _TORCH_TCMALLOC.value)
   try:
     times = alternate({"torch": torch_step, "sslax": sslax_step}, _PAIRS.value, pause_s=_PAUSE.value)
   finally:
@@ -119,6 +129,7 @@ def main(argv):
       "width_multiplier": config.model.width_multiplier, "batch_size": config.batch_size,
       "crop_size": config.augment.crop_size, "devices": jax.device_count(), "pairs": _PAIRS.value,
       "torch_channels_last": _CHANNELS_LAST.value, "torch_hugepages": _TORCH_HUGEPAGES.value,
+      "torch_tcmalloc": _TORCH_TCMALLOC.value, "sslax_ld_preload": os.environ.get("LD_PRELOAD", ""),
       **summary(times["torch"], times["sslax"], "torch", "sslax"),
       # Kernel CPU time per step (page faults of fresh buffers, futex waits), warm-up steps included.
       "torch_kernel_median_s": round(float(np.median(torch_step.kernel_s)), 4),

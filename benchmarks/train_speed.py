@@ -14,7 +14,7 @@ Run (the numbers in BENCHMARKS.md):
       --config.augment.crop_size=32
 
 Like `python -m sslax.main`, it restarts itself with malloc on huge pages and splits the CPU into
-one XLA device per core (sslax/host.py); `--config.cpu_hugepages=False --config.cpu_devices=1`
+one XLA device per core (sslax/host.py); `--config.cpu_malloc=glibc --config.cpu_hugepages=False --config.cpu_devices=1`
 times the step without either. `--config.model.conv_impl=xla` times XLA's own convolution gradients instead of the GEMM
 ones that are the CPU default (sslax/models/conv.py); benchmarks/speed_vs_torch.sh runs
 both beside PyTorch's step (benchmarks/torch_reference.py).
@@ -56,7 +56,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   # The CPU defaults of `python -m sslax.main` (sslax/host.py): huge pages, one device per core.
-  host.reexec_with_hugepages(config)
+  host.reexec_with_fast_malloc(config)
   host.set_cpu_devices(config)
   data = load_dataset(config.data, config.data.train_split)
   setup = step.build_setup(config, len(data))
@@ -98,6 +98,7 @@ def main(argv):
       "batch_size": config.batch_size, "crop_size": config.augment.crop_size, "devices": jax.device_count(),
       "platform": jax.devices()[0].platform, "conv_impl": config.model.get("conv_impl", "auto"),
       "dtype": config.model.dtype, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+      "ld_preload": os.environ.get("LD_PRELOAD", ""),
       "compile_s": round(compile_s, 2), "forward_s": round(forward_s, 4),
       "forward_backward_s": round(forward_backward_s, 4), "step_s": round(step_s, 4), "train_images_per_s": round(config.batch_size / step_s, 1),
       "augment_images_per_s": round(config.batch_size / aug_s, 1), "peak_host_rss_gib": round(peak_rss_gib, 2),

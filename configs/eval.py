@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the pretraining config's model.pool (None: as pretrained). The random-init baseline follows.
   c.pool = config_dict.placeholder(str)
   c.feature_batch_size = 500
-  host.add_config_fields(c)  # cpu_devices, cpu_hugepages
+  host.add_config_fields(c)  # cpu_devices, cpu_malloc, cpu_hugepages
   c.max_train_examples = config_dict.placeholder(int)  # None: the whole training split.
   c.max_test_examples = config_dict.placeholder(int)
   c.results_table = ""  # Markdown table to append to ('' = <workdir>/results.md).

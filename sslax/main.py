@@ -32,7 +32,7 @@ def main(argv):
   config = _CONFIG.value
   from sslax import host
 
-  host.reexec_with_hugepages(config)  # Returns only where it does nothing.
+  host.reexec_with_fast_malloc(config)  # Returns only where it does nothing.
   import jax
 
   distributed = bool(_COORDINATOR.value or os.environ.get("SSLAX_DISTRIBUTED"))

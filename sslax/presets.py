@@ -131,7 +131,7 @@ def base_config(method: str, preset: str) -> ml_collections.ConfigDict:
   # host reads step i's metrics while step i+1 runs. On: for debugging, an error surfaces at
   # the step that raised it.
   c.sync_every_step = False
-  host.add_config_fields(c)  # cpu_devices, cpu_hugepages
+  host.add_config_fields(c)  # cpu_devices, cpu_malloc, cpu_hugepages
   # Warn in the log when the embedding std falls below this fraction of 1/sqrt(d) (collapse).
   c.collapse_warning_fraction = 0.2
   # ... or when the RankMe effective rank of the batch embeddings falls below this (dimensional
