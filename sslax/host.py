@@ -15,8 +15,8 @@ Measured wins for training on a CPU (BENCHMARKS.md, "CPU step speed against PyTo
   step on 2 cores even on huge pages. gperftools' tcmalloc keeps freed blocks for reuse;
   `'auto'` (the default) preloads it (`LD_PRELOAD`, through a restart) where the system has
   it (Debian/Ubuntu: `apt-get install libtcmalloc-minimal4`; conda: `gperftools`). The
-  kernel time goes, and the SimCLR step on 2 cores was 2-8% faster (median of 12
-  alternating runs: 5%). Where tcmalloc is absent, glibc's malloc stays, with:
+  kernel time goes, and the SimCLR step on 2 cores was 0-5% faster (about 2%; medians over
+  runs that alternated the two). Where tcmalloc is absent, glibc's malloc stays, with:
 * **Transparent huge pages for glibc's malloc** (`config.cpu_hugepages`). With 4 KiB pages,
   touching fresh buffers costs millions of page faults per minute. Glibc's
   `glibc.malloc.hugetlb=1` tunable makes malloc ask the kernel for 2 MiB pages (madvise),
