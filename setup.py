@@ -14,6 +14,7 @@ setup(
     long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["sslax", "sslax.*"]),
+    package_data={"sslax.native": ["*.cc"]},  # C++ kernels, compiled for the host on first use.
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10,<0.11",

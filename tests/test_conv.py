@@ -14,6 +14,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sslax import native
 from sslax.models import conv as conv_lib
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -106,15 +107,19 @@ def test_other_convolutions_fall_back_to_xla():
       lambda x, w: conv_lib.conv_general_dilated(x, jnp.ones((3, 3, 4, 4)), (1, 1), "SAME", dimension_numbers=_DN))(x, w))
 
 
-def test_eight_devices_equal_one_device():
+@pytest.mark.parametrize("impl", ["gemm", "native"])
+def test_eight_devices_equal_one_device(impl):
   # Inside shard_map the weights are replicated and the activations split: the weight
   # gradient must be the whole batch's, as with XLA's convolution.
+  if impl == "native" and native.load() is not None:
+    pytest.skip(f"native kernel unavailable: {native.load()}")
+  conv = conv_lib.conv_for(impl)
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 16)), jnp.float32)
 
   def loss(w, x):
-    y = conv_lib.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=_DN)
+    y = conv(x, w, (2, 2), "SAME", dimension_numbers=_DN)
     return jnp.sum(jnp.tanh(y))
 
   def sharded_grad(num_devices):
@@ -122,8 +127,9 @@ def test_eight_devices_equal_one_device():
     xs = jax.device_put(x, NamedSharding(mesh, P("data")))
     # The replicated weights' gradient comes out already summed over the devices
     # (autodiff transposes their implicit broadcast into a psum), as the train step relies on.
-    fn = jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(P(), P("data")), out_specs=P())
-    return np.asarray(jax.jit(fn)(w, xs))
+    fn = jax.jit(jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(P(), P("data")), out_specs=P()))
+    assert (native.CONV_WEIGHT_GRAD_TARGET in fn.lower(w, xs).as_text()) == (impl == "native")
+    return np.asarray(fn(w, xs))
 
   assert jax.device_count() == 8
   reference = np.asarray(jax.grad(lambda w: jnp.sum(jnp.tanh(lax.conv_general_dilated(
@@ -151,7 +157,9 @@ def test_shapes_where_xla_gradients_are_faster_keep_them(monkeypatch):
 
 
 def test_conv_impl_choice():
-  assert conv_lib.conv_for("auto") is (conv_lib.conv_general_dilated if jax.default_backend() == "cpu" else None)
+  # On a CPU: the native weight gradient where its kernel builds, else the GEMM one (test_native.py).
+  on_cpu = conv_lib.native_conv_general_dilated if native.load() is None else conv_lib.conv_general_dilated
+  assert conv_lib.conv_for("auto") is (on_cpu if jax.default_backend() == "cpu" else None)
   assert conv_lib.conv_for("gemm") is conv_lib.conv_general_dilated
   assert conv_lib.conv_for("xla") is None
   assert conv_lib.conv_for("auto", "bfloat16") is None  # XLA's own gradients in bfloat16.

@@ -39,33 +39,56 @@ and in bfloat16; 'gemm' or 'xla' force one.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from absl import logging
 from jax import lax
 
+from sslax import native
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
-CONV_IMPLS = ("auto", "gemm", "xla")
+CONV_IMPLS = ("auto", "native", "gemm", "xla")
 
 
 def conv_for(impl: str = "auto", dtype=jnp.float32):
   """The convolution primitive that `model.conv_impl` names.
 
   Args:
-    impl: 'auto' (GEMM gradients for float32 on a CPU backend, XLA's elsewhere), 'gemm'
-      or 'xla'.
+    impl: 'auto' (for float32 on a CPU backend the native weight gradient where it builds,
+      else the GEMM one; XLA's own gradients elsewhere), 'native', 'gemm' or 'xla'.
     dtype: the computation dtype (`model.dtype`). In bfloat16 on a CPU with AVX-512 BF16,
       XLA's own gradients took 0.66-0.70 s per SimCLR step against 1.00-1.04 s for the GEMM
       ones (BENCHMARKS.md), so 'auto' keeps XLA's for any dtype but float32.
 
   Returns:
-    `conv_general_dilated` below, or None for `lax.conv_general_dilated` (Flax's default).
+    `native_conv_general_dilated` or `conv_general_dilated` below, or None for
+    `lax.conv_general_dilated` (Flax's default).
+
+  Raises:
+    ValueError: an unknown `impl`, or 'native' where the kernel cannot be built.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"Unknown config.model.conv_impl {impl!r}; valid choices: {', '.join(CONV_IMPLS)}.")
   if impl == "auto":
-    impl = "gemm" if jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32 else "xla"
+    if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
+      return None
+    reason = native.load()
+    if reason is None:
+      return native_conv_general_dilated
+    logging.warning("config.model.conv_impl='auto' uses the GEMM weight gradients: the native kernel is "
+                    "unavailable (%s).", reason)
+    return conv_general_dilated
+  if impl == "native":
+    reason = native.load()
+    if reason is not None:
+      raise ValueError(f"config.model.conv_impl='native' needs sslax's native CPU kernel, which is unavailable "
+                       f"here: {reason}. Install a C++ compiler (e.g. `apt-get install g++`) or set "
+                       f"--config.model.conv_impl=gemm (or auto).")
+    return native_conv_general_dilated
   return conv_general_dilated if impl == "gemm" else None
 
 
@@ -83,13 +106,17 @@ def _is_nhwc(lhs_ndim: int, dimension_numbers) -> bool:
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
-                         precision=None, preferred_element_type=None):
+                         precision=None, preferred_element_type=None, weight_grad: str = "gemm"):
   """`lax.conv_general_dilated` with GEMM gradients for 2-D NHWC convolutions (module docstring).
 
   Args:
     lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
     feature_group_count, batch_group_count, precision, preferred_element_type: as
       `lax.conv_general_dilated`.
+    weight_grad: 'gemm' (XLA GEMMs per kernel tap) or 'native' (sslax's C++ kernel,
+      `sslax/native`, which `native.load()` must have registered; shapes it does not
+      cover, a Cout that is not a multiple of its vector width or a dtype other than
+      float32, take the 'gemm' path).
 
   Returns:
     The convolution, equal to `lax.conv_general_dilated`'s up to float rounding.
@@ -104,10 +131,24 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   strides = tuple(int(s) for s in window_strides)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  if _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
+  if weight_grad == "native" and not _native_covers(lhs, rhs):
+    weight_grad = "gemm"
+  # The native weight gradient beats XLA's on the shapes where the GEMM one does not (an RGB
+  # stem 11x, 4x4 maps 1.2x; BENCHMARKS.md), so only the GEMM path keeps XLA's gradients there.
+  if weight_grad == "gemm" and _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
     return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_NHWC, precision=precision)
   lhs, rhs = same_varying_axes(lhs, rhs)
-  return _conv(lhs, rhs, strides, pads, precision)
+  return _conv(lhs, rhs, strides, pads, precision, weight_grad)
+
+
+# `model.conv_impl='native'`: the same convolution with the weight gradient of sslax/native.
+native_conv_general_dilated = functools.partial(conv_general_dilated, weight_grad="native")
+
+
+def _native_covers(lhs, rhs) -> bool:
+  """Whether the native kernel computes this convolution's weight gradient (float32, Cout % lanes)."""
+  lanes = native.vector_lanes()
+  return (lanes > 0 and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32 and rhs.shape[3] % lanes == 0)
 
 
 def _varying_axes(x) -> frozenset:
@@ -174,12 +215,14 @@ def _forward(x, w, strides, pads, precision):
   return out.reshape(x.shape[0], ho, wo, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, pads, precision):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, strides, pads, precision, weight_grad):
+  del weight_grad  # The backward pass's choice.
   return _forward(x, w, strides, pads, precision)
 
 
-def _conv_fwd(x, w, strides, pads, precision):
+def _conv_fwd(x, w, strides, pads, precision, weight_grad):
+  del weight_grad
   return _forward(x, w, strides, pads, precision), (x, w)
 
 
@@ -235,6 +278,31 @@ def _weight_grad(x, g, kernel_hw, strides, pads, precision):
   return acc.T.reshape(kh, kw, cin, cout)
 
 
+# Bytes of padded input plus output gradient per batch chunk of the native weight gradient:
+# on a 1-core device at batch 256, 256-512 KiB chunks beat 1 MiB by 0-10% and 2 MiB by up to
+# 25% on every layer of a ResNet-18 x0.25 (the chunk and its block of dw stay in L2).
+_NATIVE_CHUNK_BYTES = 256 * 1024
+
+
+def _native_threads() -> int:
+  """Threads for one native call: this process's cores per local XLA device (1 with one device per core)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, cores // jax.local_device_count("cpu"))
+
+
+def _native_weight_grad(x, g, w_shape, strides, pads):
+  """dL/dw from sslax's C++ kernel (sslax/native/conv_weight_grad.cc), float32 throughout.
+
+  The result is bitwise the same for any thread count (each thread owns whole blocks of dw).
+  """
+  dw = jax.ffi.ffi_call(native.CONV_WEIGHT_GRAD_TARGET, jax.ShapeDtypeStruct(w_shape, jnp.float32))(
+      x, g, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
+      chunk_bytes=np.int64(_NATIVE_CHUNK_BYTES), threads=np.int64(_native_threads()))
+  # An FFI call's result carries no shard_map type; it is this device's partial sum, so it varies
+  # over the axes its inputs vary over.
+  return same_varying_axes(dw, x, g)[0]
+
+
 def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
   """dL/dx of a strided conv: one GEMM for all taps, placed back by interior padding and summed."""
   kh, kw, cin, cout = w.shape
@@ -252,9 +320,12 @@ def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
   return _pad_spatial(dxp, tuple((-lo, -hi) for lo, hi in pads))  # Negative padding crops the padding off.
 
 
-def _conv_bwd(strides, pads, precision, residuals, g):
+def _conv_bwd(strides, pads, precision, weight_grad, residuals, g):
   x, w = residuals
-  dw = _weight_grad(x, g, w.shape[:2], strides, pads, precision).astype(w.dtype)
+  if weight_grad == "native":
+    dw = _native_weight_grad(x, g.astype(jnp.float32), w.shape, strides, pads)
+  else:
+    dw = _weight_grad(x, g, w.shape[:2], strides, pads, precision).astype(w.dtype)
   if strides == (1, 1):
     # Unstrided: XLA's own input gradient is a forward conv with the flipped kernel (fast path).
     dx = jax.vjp(lambda x: _forward(x, w, strides, pads, precision), x)[1](g)[0]

@@ -1,0 +1,135 @@
+"""sslax's native CPU weight gradient (sslax/native) against JAX's autodiff of XLA's convolution.
+
+The kernel is C++ built on first use with the host's compiler; where none is found these tests
+are skipped with the reason (and `model.conv_impl='auto'` takes the GEMM path, which
+tests/test_conv.py covers), except the ones that check that fallback itself. Eight devices
+against one: tests/test_conv.py, for both paths.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from sslax import native
+from sslax.models import conv as conv_lib
+
+_DN = ("NHWC", "HWIO", "NHWC")
+needs_native = pytest.mark.skipif(native.load() is not None, reason=f"native kernel unavailable: {native.load()}")
+
+
+def _grads(conv, x, w, strides, padding):
+  """Gradients of a non-linear loss of the convolution, so that the output gradient is not uniform."""
+  return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv(x, w, strides, padding, dimension_numbers=_DN))),
+                          argnums=(0, 1)))(x, w)
+
+
+# (batch, height, width, in, out, kernel, stride, padding). Cout is a multiple of 16 (the AVX-512
+# vector); 48 takes the one-vector blocks, 16 and 32 the two-vector ones where they apply; an
+# input of 5 channels leaves a remainder of rows in every register block.
+_CASES = [
+    (4, 8, 8, 3, 16, (3, 3), (1, 1), "SAME"),  # CIFAR stem
+    (2, 16, 16, 3, 16, (7, 7), (2, 2), [(3, 3), (3, 3)]),  # ImageNet stem
+    (4, 9, 7, 16, 32, (3, 3), (2, 2), "SAME"),  # strided, odd sizes, asymmetric SAME padding
+    (3, 8, 8, 16, 32, (1, 1), (2, 2), "SAME"),  # 1x1 projection
+    (3, 7, 7, 5, 48, (3, 3), (1, 1), "VALID"),
+    (2, 10, 9, 16, 16, (3, 2), (2, 1), [(0, 2), (1, 0)]),  # non-square kernel, explicit pads
+    (5, 2, 2, 32, 32, (3, 3), (1, 1), "SAME"),  # 2x2 map (im2col forward)
+    (6, 4, 4, 16, 64, (3, 3), (1, 1), "SAME"),  # 4x4 map (XLA's gradients on the GEMM path)
+]
+
+
+@needs_native
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}-{c[4]}-k{c[5]}-s{c[6]}-{c[7]}")
+def test_native_gradients_match_xla(case):
+  n, h, wd, cin, cout, kernel, strides, padding = case
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(n, h, wd, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)) / np.sqrt(np.prod(kernel) * cin), jnp.float32)
+  lowered = jax.jit(jax.grad(lambda w: jnp.sum(conv_lib.native_conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=_DN)))).lower(w).as_text()
+  assert native.CONV_WEIGHT_GRAD_TARGET in lowered  # The native kernel really computes dw.
+  ref = _grads(lax.conv_general_dilated, x, w, strides, padding)
+  new = _grads(conv_lib.native_conv_general_dilated, x, w, strides, padding)
+  for name, a, b in zip(("input grad", "weight grad"), ref, new):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@needs_native
+def test_native_chunks_are_exact_and_bitwise_repeatable(monkeypatch):
+  # One image per batch chunk (the smallest chunk) against the whole batch in one chunk: the same
+  # sums in another grouping; and every call gives the same bits.
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(6, 8, 8, 16)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(6, 8, 8, 32)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+  monkeypatch.setattr(conv_lib, "_NATIVE_CHUNK_BYTES", 1)
+  small = jax.jit(lambda x, g: conv_lib._native_weight_grad(x, g, (3, 3, 16, 32), (1, 1), pads))
+  monkeypatch.setattr(conv_lib, "_NATIVE_CHUNK_BYTES", 1 << 30)
+  whole = jax.jit(lambda x, g: conv_lib._native_weight_grad(x, g, (3, 3, 16, 32), (1, 1), pads))
+  reference = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN,
+                                                          precision=lax.Precision.HIGHEST),
+                      jnp.zeros((3, 3, 16, 32)))[1](g)[0]
+  for fn in (small, whole):
+    np.testing.assert_allclose(np.asarray(fn(x, g)), np.asarray(reference), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(small(x, g)), np.asarray(small(x, g)))
+  # Threads own whole blocks of dw, so any thread count gives the same bits.
+  monkeypatch.setattr(conv_lib, "_native_threads", lambda: 3)
+  threaded = jax.jit(lambda x, g: conv_lib._native_weight_grad(x, g, (3, 3, 16, 32), (1, 1), pads))
+  assert "threads = 3" in threaded.lower(x, g).as_text()
+  np.testing.assert_array_equal(np.asarray(threaded(x, g)), np.asarray(whole(x, g)))
+
+
+@needs_native
+def test_uncovered_shapes_take_the_gemm_path():
+  # A Cout that is not a multiple of the vector width, and bfloat16, keep the GEMM weight gradient.
+  for cout, dtype in ((native.vector_lanes() + 2, jnp.float32), (32, jnp.bfloat16)):
+    x, w = jnp.ones((2, 8, 8, 16), dtype), jnp.ones((3, 3, 16, cout), dtype)
+    text = jax.jit(jax.grad(lambda w: jnp.sum(conv_lib.native_conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=_DN).astype(jnp.float32)))).lower(w).as_text()
+    assert native.CONV_WEIGHT_GRAD_TARGET not in text
+    assert "dot_general" in text
+
+
+@needs_native
+def test_conv_impl_native_and_auto():
+  assert conv_lib.conv_for("native") is conv_lib.native_conv_general_dilated
+  assert conv_lib.conv_for("auto") is conv_lib.native_conv_general_dilated  # float32 on a CPU backend
+  assert conv_lib.conv_for("auto", "bfloat16") is None
+
+
+def test_without_a_compiler_auto_falls_back_and_native_is_a_clear_error(tmp_path):
+  # A fresh process (the build is cached per process) with no compiler and an empty build cache.
+  script = textwrap.dedent("""
+      import pytest
+      from sslax import native
+      from sslax.models import conv
+      reason = native.load()
+      assert reason is not None and "no-such-compiler" in reason, reason
+      assert conv.conv_for("auto") is conv.conv_general_dilated
+      with pytest.raises(ValueError, match="(?s)conv_impl=.native.*no-such-compiler.*conv_impl=gemm"):
+        conv.conv_for("native")
+      print("ok")
+      """)
+  env = dict(os.environ, CXX="no-such-compiler", SSLAX_NATIVE_CACHE=str(tmp_path / "cache"),
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+  assert not list((tmp_path / "cache").glob("*.so"))
+
+
+def test_a_failing_build_reports_the_compiler_error(tmp_path, monkeypatch):
+  # A compiler that exits with an error: build() raises with its message and leaves no file behind.
+  fake = tmp_path / "fake-c++"
+  fake.write_text("#!/bin/sh\necho 'conv_weight_grad.cc:1: error: something broke' >&2\nexit 3\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("CXX", str(fake))
+  monkeypatch.setenv("SSLAX_NATIVE_CACHE", str(tmp_path / "cache"))
+  with pytest.raises(native.NativeBuildError, match="(?s)exit code 3.*something broke"):
+    native.build()
+  assert list((tmp_path / "cache").iterdir()) == []
