@@ -1,4 +1,4 @@
-"""sslax's native CPU weight gradient (sslax/native) against JAX's autodiff of XLA's convolution.
+"""sslax's native CPU convolution kernels (sslax/native) against XLA's convolution and its autodiff.
 
 The kernel is C++ built on first use with the host's compiler; where none is found these tests
 are skipped with the reason (and `model.conv_impl='auto'` takes the GEMM path, which
@@ -23,10 +23,13 @@ _DN = ("NHWC", "HWIO", "NHWC")
 needs_native = pytest.mark.skipif(native.load() is not None, reason=f"native kernel unavailable: {native.load()}")
 
 
-def _grads(conv, x, w, strides, padding):
-  """Gradients of a non-linear loss of the convolution, so that the output gradient is not uniform."""
-  return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv(x, w, strides, padding, dimension_numbers=_DN))),
-                          argnums=(0, 1)))(x, w)
+def _value_and_grads(conv, x, w, strides, padding):
+  """The output, and the gradients of a non-linear loss of it (so that the output gradient is not uniform)."""
+  def loss(x, w):
+    y = conv(x, w, strides, padding, dimension_numbers=_DN)
+    return jnp.sum(jnp.tanh(y)), y
+  (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, w)
+  return (y, *grads)
 
 
 # (batch, height, width, in, out, kernel, stride, padding). Cout is a multiple of 16 (the AVX-512
@@ -41,6 +44,7 @@ _CASES = [
     (2, 10, 9, 16, 16, (3, 2), (2, 1), [(0, 2), (1, 0)]),  # non-square kernel, explicit pads
     (5, 2, 2, 32, 32, (3, 3), (1, 1), "SAME"),  # 2x2 map (im2col forward)
     (6, 4, 4, 16, 64, (3, 3), (1, 1), "SAME"),  # 4x4 map (XLA's gradients on the GEMM path)
+    (2, 6, 6, 16, 16, (3, 3), (1, 1), [(3, 3), (2, 2)]),  # input gradient with negative padding
 ]
 
 
@@ -51,12 +55,18 @@ def test_native_gradients_match_xla(case):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(n, h, wd, cin)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)) / np.sqrt(np.prod(kernel) * cin), jnp.float32)
-  lowered = jax.jit(jax.grad(lambda w: jnp.sum(conv_lib.native_conv_general_dilated(
-      x, w, strides, padding, dimension_numbers=_DN)))).lower(w).as_text()
-  assert native.CONV_WEIGHT_GRAD_TARGET in lowered  # The native kernel really computes dw.
-  ref = _grads(lax.conv_general_dilated, x, w, strides, padding)
-  new = _grads(conv_lib.native_conv_general_dilated, x, w, strides, padding)
-  for name, a, b in zip(("input grad", "weight grad"), ref, new):
+  lowered = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv_lib.native_conv_general_dilated(
+      x, w, strides, padding, dimension_numbers=_DN))), argnums=(0, 1))).lower(x, w).as_text()
+  assert native.CONV_WEIGHT_GRAD_TARGET in lowered  # The native kernel really computes dw,
+  out_pixels = np.prod(lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DN).shape[1:3])
+  # the forward pass where the kernel is larger than 1x1 and the map than 2x2, and then the input
+  # gradient too where the convolution is unstrided and Cin a multiple of the vector width.
+  forward = bool(np.prod(kernel) > 1 and out_pixels > 4)
+  input_grad = forward and strides == (1, 1) and cin % native.vector_lanes() == 0
+  assert lowered.count(native.CONV_FORWARD_TARGET) == int(forward) + int(input_grad)
+  ref = _value_and_grads(lax.conv_general_dilated, x, w, strides, padding)
+  new = _value_and_grads(conv_lib.native_conv_general_dilated, x, w, strides, padding)
+  for name, a, b in zip(("output", "input grad", "weight grad"), ref, new):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
@@ -83,6 +93,23 @@ def test_native_chunks_are_exact_and_bitwise_repeatable(monkeypatch):
   threaded = jax.jit(lambda x, g: conv_lib._native_weight_grad(x, g, (3, 3, 16, 32), (1, 1), pads))
   assert "threads = 3" in threaded.lower(x, g).as_text()
   np.testing.assert_array_equal(np.asarray(threaded(x, g)), np.asarray(whole(x, g)))
+
+
+@needs_native
+def test_native_forward_is_the_same_for_any_thread_count(monkeypatch):
+  # Each image is one thread's; rows of 7 pixels take one block, rows of 32 two equal ones.
+  rng = np.random.default_rng(3)
+  for shape in ((5, 7, 7, 16), (3, 32, 32, 16)):
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 32)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+    results = []
+    for threads in (1, 3):
+      monkeypatch.setattr(conv_lib, "_native_threads", lambda threads=threads: threads)
+      results.append(np.asarray(jax.jit(lambda x, w: conv_lib._native_forward(x, w, (1, 1), pads))(x, w)))
+    np.testing.assert_array_equal(results[0], results[1])
+    reference = lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN, precision=lax.Precision.HIGHEST)
+    np.testing.assert_allclose(results[0], np.asarray(reference), rtol=1e-5, atol=1e-5)
 
 
 @needs_native

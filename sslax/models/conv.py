@@ -31,10 +31,20 @@ convolution is 10-20x slower on such maps than on larger ones of the same work.
 Unstrided convolutions with output maps of at most 4x4 pixels (but over 2x2) and
 convolutions of RGB inputs keep XLA's own convolution and gradients (measured faster or
 as fast there). Anything other than a 2-D NHWC/HWIO convolution without dilation or
-feature groups falls back to `lax.conv_general_dilated` unchanged. `model.conv_impl`
-chooses it: 'auto' (the default) uses it for float32 when JAX's default backend is the
-CPU, and XLA's own gradients on GPUs and TPUs (cuDNN and the TPU compiler run them well)
-and in bfloat16; 'gemm' or 'xla' force one.
+feature groups falls back to `lax.conv_general_dilated` unchanged.
+
+`native_conv_general_dilated` is the same function with sslax's C++ kernels (sslax/native,
+built for the host CPU on first use and called through XLA's FFI) for the forward pass,
+the weight gradient and the input gradient of unstrided convolutions: register-blocked
+GEMMs over the padded input rows that run at 2-3x the speed of XLA-CPU's convolutions and
+of the GEMM weight gradients on a ResNet-18's shapes (BENCHMARKS.md). They cover float32
+convolutions whose output channels are a multiple of the CPU's vector width (16 with
+AVX-512, 8 with AVX2); other convolutions take the GEMM path.
+
+`model.conv_impl` chooses: 'auto' (the default) uses the native kernels for float32 when
+JAX's default backend is the CPU and they build (else the GEMM path, with a warning that
+says why), and XLA's own gradients on GPUs and TPUs (cuDNN and the TPU compiler run them
+well) and in bfloat16; 'native', 'gemm' or 'xla' force one.
 """
 from __future__ import annotations
 
@@ -58,8 +68,8 @@ def conv_for(impl: str = "auto", dtype=jnp.float32):
   """The convolution primitive that `model.conv_impl` names.
 
   Args:
-    impl: 'auto' (for float32 on a CPU backend the native weight gradient where it builds,
-      else the GEMM one; XLA's own gradients elsewhere), 'native', 'gemm' or 'xla'.
+    impl: 'auto' (for float32 on a CPU backend the native kernels where they build, else
+      the GEMM gradients; XLA's own gradients elsewhere), 'native', 'gemm' or 'xla'.
     dtype: the computation dtype (`model.dtype`). In bfloat16 on a CPU with AVX-512 BF16,
       XLA's own gradients took 0.66-0.70 s per SimCLR step against 1.00-1.04 s for the GEMM
       ones (BENCHMARKS.md), so 'auto' keeps XLA's for any dtype but float32.
@@ -79,13 +89,13 @@ def conv_for(impl: str = "auto", dtype=jnp.float32):
     reason = native.load()
     if reason is None:
       return native_conv_general_dilated
-    logging.warning("config.model.conv_impl='auto' uses the GEMM weight gradients: the native kernel is "
+    logging.warning("config.model.conv_impl='auto' uses the GEMM gradients: the native kernels are "
                     "unavailable (%s).", reason)
     return conv_general_dilated
   if impl == "native":
     reason = native.load()
     if reason is not None:
-      raise ValueError(f"config.model.conv_impl='native' needs sslax's native CPU kernel, which is unavailable "
+      raise ValueError(f"config.model.conv_impl='native' needs sslax's native CPU kernels, which are unavailable "
                        f"here: {reason}. Install a C++ compiler (e.g. `apt-get install g++`) or set "
                        f"--config.model.conv_impl=gemm (or auto).")
     return native_conv_general_dilated
@@ -106,17 +116,17 @@ def _is_nhwc(lhs_ndim: int, dimension_numbers) -> bool:
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
-                         precision=None, preferred_element_type=None, weight_grad: str = "gemm"):
+                         precision=None, preferred_element_type=None, impl: str = "gemm"):
   """`lax.conv_general_dilated` with GEMM gradients for 2-D NHWC convolutions (module docstring).
 
   Args:
     lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
     feature_group_count, batch_group_count, precision, preferred_element_type: as
       `lax.conv_general_dilated`.
-    weight_grad: 'gemm' (XLA GEMMs per kernel tap) or 'native' (sslax's C++ kernel,
-      `sslax/native`, which `native.load()` must have registered; shapes it does not
-      cover, a Cout that is not a multiple of its vector width or a dtype other than
-      float32, take the 'gemm' path).
+    impl: 'gemm' (XLA's convolution forward, GEMM gradients) or 'native' (sslax's C++
+      kernels, `sslax/native`, which `native.load()` must have registered; convolutions
+      they do not cover, a Cout that is not a multiple of the vector width or a dtype
+      other than float32, take the 'gemm' path).
 
   Returns:
     The convolution, equal to `lax.conv_general_dilated`'s up to float rounding.
@@ -131,22 +141,22 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   strides = tuple(int(s) for s in window_strides)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-  if weight_grad == "native" and not _native_covers(lhs, rhs):
-    weight_grad = "gemm"
-  # The native weight gradient beats XLA's on the shapes where the GEMM one does not (an RGB
-  # stem 11x, 4x4 maps 1.2x; BENCHMARKS.md), so only the GEMM path keeps XLA's gradients there.
-  if weight_grad == "gemm" and _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
+  if impl == "native" and not _native_covers(lhs, rhs):
+    impl = "gemm"
+  # The native kernels beat XLA's gradients on the shapes where the GEMM ones do not (an RGB
+  # stem 11x, 4x4 maps 1.2x; BENCHMARKS.md), so only the GEMM path keeps XLA's there.
+  if impl == "gemm" and _xla_gradients_faster(lhs.shape, rhs.shape, strides, pads):
     return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_NHWC, precision=precision)
   lhs, rhs = same_varying_axes(lhs, rhs)
-  return _conv(lhs, rhs, strides, pads, precision, weight_grad)
+  return _conv(lhs, rhs, strides, pads, precision, impl)
 
 
-# `model.conv_impl='native'`: the same convolution with the weight gradient of sslax/native.
-native_conv_general_dilated = functools.partial(conv_general_dilated, weight_grad="native")
+# `model.conv_impl='native'`: the same convolution computed by sslax/native's kernels.
+native_conv_general_dilated = functools.partial(conv_general_dilated, impl="native")
 
 
 def _native_covers(lhs, rhs) -> bool:
-  """Whether the native kernel computes this convolution's weight gradient (float32, Cout % lanes)."""
+  """Whether the native kernels compute this convolution's weight gradient (float32, Cout % lanes)."""
   lanes = native.vector_lanes()
   return (lanes > 0 and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32 and rhs.shape[3] % lanes == 0)
 
@@ -204,7 +214,8 @@ def _output_hw(x_hw, kernel_hw, strides, pads):
   return tuple((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip(x_hw, kernel_hw, strides, pads))
 
 
-def _forward(x, w, strides, pads, precision):
+def _forward_xla(x, w, strides, pads, precision):
+  """XLA's convolution, or an im2col GEMM on the tiny output maps where XLA's is slow."""
   ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
   if ho * wo > _IM2COL_MAX_OUTPUT_PIXELS:
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
@@ -215,15 +226,42 @@ def _forward(x, w, strides, pads, precision):
   return out.reshape(x.shape[0], ho, wo, cout)
 
 
+def _native_forward_covers(x, w, strides, pads) -> bool:
+  """Whether the native kernel runs this forward convolution.
+
+  float32, Cout a multiple of the vector width, a kernel larger than 1x1 (on a 1x1 projection
+  XLA's convolution was faster: 1.55 against 1.94 ms at 32x32x16 -> 32, stride 2) and output
+  maps larger than 2x2 (those are im2col GEMMs).
+  """
+  ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
+  lanes = native.vector_lanes()
+  return (lanes > 0 and x.dtype == jnp.float32 and w.dtype == jnp.float32 and w.shape[3] % lanes == 0
+          and w.shape[0] * w.shape[1] > 1 and ho * wo > _IM2COL_MAX_OUTPUT_PIXELS)
+
+
+def _native_forward(x, w, strides, pads):
+  """The convolution from sslax's C++ kernel (sslax/native/conv.cc): each image on one thread."""
+  ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
+  y = jax.ffi.ffi_call(native.CONV_FORWARD_TARGET, jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), jnp.float32),
+                       vmap_method="sequential")(
+      x, w, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
+      threads=np.int64(_native_threads()))
+  return same_varying_axes(y, x, w)[0]
+
+
+def _forward(x, w, strides, pads, precision, impl):
+  if impl == "native" and _native_forward_covers(x, w, strides, pads):
+    return _native_forward(x, w, strides, pads)
+  return _forward_xla(x, w, strides, pads, precision)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv(x, w, strides, pads, precision, weight_grad):
-  del weight_grad  # The backward pass's choice.
-  return _forward(x, w, strides, pads, precision)
+def _conv(x, w, strides, pads, precision, impl):
+  return _forward(x, w, strides, pads, precision, impl)
 
 
-def _conv_fwd(x, w, strides, pads, precision, weight_grad):
-  del weight_grad
-  return _forward(x, w, strides, pads, precision), (x, w)
+def _conv_fwd(x, w, strides, pads, precision, impl):
+  return _forward(x, w, strides, pads, precision, impl), (x, w)
 
 
 def _tap_window(xp, a: int, b: int, out_hw, strides):
@@ -291,11 +329,12 @@ def _native_threads() -> int:
 
 
 def _native_weight_grad(x, g, w_shape, strides, pads):
-  """dL/dw from sslax's C++ kernel (sslax/native/conv_weight_grad.cc), float32 throughout.
+  """dL/dw from sslax's C++ kernel (sslax/native/conv.cc), float32 throughout.
 
   The result is bitwise the same for any thread count (each thread owns whole blocks of dw).
   """
-  dw = jax.ffi.ffi_call(native.CONV_WEIGHT_GRAD_TARGET, jax.ShapeDtypeStruct(w_shape, jnp.float32))(
+  dw = jax.ffi.ffi_call(native.CONV_WEIGHT_GRAD_TARGET, jax.ShapeDtypeStruct(w_shape, jnp.float32),
+                        vmap_method="sequential")(
       x, g, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
       chunk_bytes=np.int64(_NATIVE_CHUNK_BYTES), threads=np.int64(_native_threads()))
   # An FFI call's result carries no shard_map type; it is this device's partial sum, so it varies
@@ -320,15 +359,23 @@ def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
   return _pad_spatial(dxp, tuple((-lo, -hi) for lo, hi in pads))  # Negative padding crops the padding off.
 
 
-def _conv_bwd(strides, pads, precision, weight_grad, residuals, g):
+def _conv_bwd(strides, pads, precision, impl, residuals, g):
   x, w = residuals
-  if weight_grad == "native":
+  if impl == "native":
     dw = _native_weight_grad(x, g.astype(jnp.float32), w.shape, strides, pads)
   else:
     dw = _weight_grad(x, g, w.shape[:2], strides, pads, precision).astype(w.dtype)
   if strides == (1, 1):
-    # Unstrided: XLA's own input gradient is a forward conv with the flipped kernel (fast path).
-    dx = jax.vjp(lambda x: _forward(x, w, strides, pads, precision), x)[1](g)[0]
+    # Unstrided: the input gradient is a forward convolution of g with the kernel flipped and
+    # its channel axes swapped, padded by (k - 1 - pad) on each side; the native kernel or XLA's
+    # (autodiff of XLA's convolution derives that same forward convolution) computes it.
+    kh, kw = w.shape[:2]
+    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    pads_t = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), pads))
+    if impl == "native" and _native_forward_covers(g, w_t, strides, pads_t):
+      dx = _native_forward(g, w_t, strides, pads_t)
+    else:
+      dx = jax.vjp(lambda x: _forward_xla(x, w, strides, pads, precision), x)[1](g)[0]
   else:
     padded_hw = (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]))
     dx = _input_grad_strided(g, w, padded_hw, strides, pads, precision)

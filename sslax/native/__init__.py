@@ -1,8 +1,9 @@
 """Native CPU kernels, compiled for the host CPU on first use and called through XLA's FFI.
 
-XLA-CPU has no fast path for the weight gradient of a small-channel convolution (issue 13,
-BENCHMARKS.md), so `conv_weight_grad.cc` computes it directly: a register-blocked GEMM over
-the padded input rows, with no im2col copy. It is C++ against the header-only XLA FFI API
+XLA-CPU has no fast path for the weight gradient of a small-channel convolution and runs its
+forward pass at about half of what the core can do (issue 13, BENCHMARKS.md), so `conv.cc`
+computes both directly: register-blocked GEMMs over the padded input rows, with no im2col
+copy (the input gradient of an unstrided convolution is a forward one). It is C++ against the header-only XLA FFI API
 that jaxlib ships (`jax.ffi.include_dir()`), built with the host's C++ compiler and
 `-march=native` (so it uses AVX-512 where the CPU has it) into a per-user cache keyed by
 the source, jaxlib's version, the compiler and the CPU, then registered as an FFI target.
@@ -31,8 +32,9 @@ from pathlib import Path
 import jax
 import jaxlib
 
+CONV_FORWARD_TARGET = "sslax_conv_forward"
 CONV_WEIGHT_GRAD_TARGET = "sslax_conv_weight_grad"
-_SOURCE = Path(__file__).with_name("conv_weight_grad.cc")
+_SOURCE = Path(__file__).with_name("conv.cc")
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 
 
@@ -75,7 +77,7 @@ def _library_path(compiler: str) -> Path:
                platform.machine().encode(), _cpu_signature().encode()):
     key.update(part)
     key.update(b"\0")
-  return cache_dir() / f"conv_weight_grad-{key.hexdigest()[:20]}.so"
+  return cache_dir() / f"conv-{key.hexdigest()[:20]}.so"
 
 
 def build() -> Path:
@@ -122,8 +124,9 @@ def _load() -> tuple[int, str | None]:
     library = ctypes.cdll.LoadLibrary(str(build()))
   except (NativeBuildError, OSError) as e:
     return 0, str(e)
+  jax.ffi.register_ffi_target(CONV_FORWARD_TARGET, jax.ffi.pycapsule(library.SslaxConvForward), platform="cpu")
   jax.ffi.register_ffi_target(CONV_WEIGHT_GRAD_TARGET, jax.ffi.pycapsule(library.SslaxConvWeightGrad), platform="cpu")
-  return int(library.sslax_conv_weight_grad_lanes()), None
+  return int(library.sslax_conv_lanes()), None
 
 
 def load() -> str | None:
@@ -132,5 +135,5 @@ def load() -> str | None:
 
 
 def vector_lanes() -> int:
-  """The kernel's float32 vector width (Cout must be a multiple of it); 0 where unavailable."""
+  """The kernels' float32 vector width (output channels must be a multiple of it); 0 where unavailable."""
   return _load()[0]
