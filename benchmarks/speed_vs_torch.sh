@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # sslax's SimCLR train step beside PyTorch's (benchmarks/torch_reference.py), interleaved over
 # ROUNDS rounds in one run so that the ratios share the machine's moment. Needs the `bench` extra.
-#   sslax: the CPU default (GEMM convolution gradients, two-pass BatchNorm backward, one XLA device
-#   per core, tcmalloc where installed, else glibc's malloc on huge pages: sslax/host.py), the same
-#   with XLA's own gradients, the same with Flax's BatchNorm, and the default of before
+#   sslax: the CPU default (native convolution kernels where a C++ compiler builds them, two-pass
+#   BatchNorm backward, one XLA device per core, tcmalloc where installed, else glibc's malloc on
+#   huge pages: sslax/host.py), the same with the GEMM gradients (the default before the native
+#   kernels), with XLA's own gradients, with Flax's BatchNorm, and the default of before
 #   sslax/host.py (one device, glibc's malloc on 4 KiB pages); where tcmalloc is installed
 #   (Debian: apt-get install libtcmalloc-minimal4), also glibc's malloc on huge pages.
 #   PyTorch: NCHW, channels_last, channels_last with the same huge-page malloc tunable and, where
@@ -26,17 +27,18 @@ append() {  # The last result, tagged with its round and variant, as one line of
 }
 HUGEPAGES="glibc.malloc.hugetlb=1"
 TCMALLOC="$("$PY" -c 'from sslax import host; print(host.find_tcmalloc() or "")')"
-SSLAX_VARIANTS=(default xla_gradients flax_batchnorm one_device_4k_pages)
+SSLAX_VARIANTS=(default gemm_gradients xla_gradients flax_batchnorm one_device_4k_pages)
 TORCH_VARIANTS=(nchw channels_last channels_last_hugepages)
 if [ -n "$TCMALLOC" ]; then
   SSLAX_VARIANTS+=(glibc_hugepages); TORCH_VARIANTS+=(channels_last_tcmalloc)
 fi
-# gperftools logs every allocation over 1 GiB to stderr unless told otherwise.
-export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776
+# gperftools logs every allocation over 1 GiB to stderr unless told otherwise (sslax/host.py's setting).
+export "$("$PY" -c 'from sslax import host; print("=".join(host._TCMALLOC_QUIET))')"
 for round in $(seq "$ROUNDS"); do
   for variant in "${SSLAX_VARIANTS[@]}"; do
     case "$variant" in
       default) extra=() ;;
+      gemm_gradients) extra=(--config.model.conv_impl=gemm) ;;
       xla_gradients) extra=(--config.model.conv_impl=xla) ;;
       flax_batchnorm) extra=(--config.model.bn_impl=flax) ;;
       one_device_4k_pages) extra=(--config.cpu_devices=1 --config.cpu_malloc=glibc --config.cpu_hugepages=False) ;;

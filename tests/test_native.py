@@ -97,11 +97,13 @@ def test_native_chunks_are_exact_and_bitwise_repeatable(monkeypatch):
 
 @needs_native
 def test_native_forward_is_the_same_for_any_thread_count(monkeypatch):
-  # Each image is one thread's; rows of 7 pixels take one block, rows of 32 two equal ones.
+  # Each image is one thread's. Rows of 7 pixels: one block of 7 (32 output channels) or blocks
+  # of 4 and 3 (64); rows of 32: two blocks of 16. 3 x 3 x 48 = 144 products: two passes of
+  # at most 128 per kernel row.
   rng = np.random.default_rng(3)
-  for shape in ((5, 7, 7, 16), (3, 32, 32, 16)):
+  for shape, cout in (((5, 7, 7, 16), 32), ((5, 7, 7, 48), 64), ((3, 32, 32, 16), 32)):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(3, 3, 16, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, shape[3], cout)), jnp.float32)
     pads = ((1, 1), (1, 1))
     results = []
     for threads in (1, 3):

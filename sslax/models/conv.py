@@ -226,17 +226,29 @@ def _forward_xla(x, w, strides, pads, precision):
   return out.reshape(x.shape[0], ho, wo, cout)
 
 
+# The native forward kernel reads its whole kernel once per image; where the kernel is larger than
+# the L2 cache and the map small, that traffic sets its speed. Timed alone on one core at batch 256
+# (BENCHMARKS.md): it beat XLA's convolution on every 3x3 layer of a ResNet-18 x0.25 (kernels up to
+# 576 KiB) and on x1.0's 16x16 and 32x32 maps, tied on 8x8x256 (2.3 MiB) and lost on 4x4 output maps
+# with 4.5-9 MiB kernels (134 against 87 ms, 278 against 161 ms).
+_NATIVE_FORWARD_MAX_KERNEL_BYTES = 1 << 20
+_NATIVE_FORWARD_MIN_PIXELS_LARGE_KERNEL = 64
+
+
 def _native_forward_covers(x, w, strides, pads) -> bool:
   """Whether the native kernel runs this forward convolution.
 
   float32, Cout a multiple of the vector width, a kernel larger than 1x1 (on a 1x1 projection
-  XLA's convolution was faster: 1.55 against 1.94 ms at 32x32x16 -> 32, stride 2) and output
-  maps larger than 2x2 (those are im2col GEMMs).
+  XLA's convolution was faster: 1.55 against 1.94 ms at 32x32x16 -> 32, stride 2), output maps
+  larger than 2x2 (those are im2col GEMMs), and a kernel of at most 1 MiB or a map of at least
+  8x8 pixels (above).
   """
   ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
   lanes = native.vector_lanes()
+  kernel_bytes = 4 * int(np.prod(w.shape))
   return (lanes > 0 and x.dtype == jnp.float32 and w.dtype == jnp.float32 and w.shape[3] % lanes == 0
-          and w.shape[0] * w.shape[1] > 1 and ho * wo > _IM2COL_MAX_OUTPUT_PIXELS)
+          and w.shape[0] * w.shape[1] > 1 and ho * wo > _IM2COL_MAX_OUTPUT_PIXELS
+          and (kernel_bytes <= _NATIVE_FORWARD_MAX_KERNEL_BYTES or ho * wo >= _NATIVE_FORWARD_MIN_PIXELS_LARGE_KERNEL))
 
 
 def _native_forward(x, w, strides, pads):
