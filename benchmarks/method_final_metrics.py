@@ -35,9 +35,8 @@ def main(argv):
   train = load_dataset(config.data, config.data.train_split)
   setup = build_setup(config, len(train), num_classes=train.num_classes,
                       input_shapes=getattr(train, "input_shapes", None))
-  checkpointer = Checkpointer(FLAGS.workdir, async_save=False)
-  state = checkpointer.restore(abstract_with_shardings(create_train_state(setup, jax.random.PRNGKey(config.seed))))
-  checkpointer.close()
+  with Checkpointer(FLAGS.workdir, async_save=False) as checkpointer:
+    state = checkpointer.restore(abstract_with_shardings(create_train_state(setup, jax.random.PRNGKey(config.seed))))
   monitor = KNNMonitor(config, setup.model, setup.mesh, train, load_dataset(config.data, config.data.eval_split))
   metrics = setup.method.final_metrics(setup.model, {"params": state.params, "batch_stats": state.batch_stats},
                                        monitor.test_images, np.asarray(monitor.test_labels), mesh=setup.mesh,

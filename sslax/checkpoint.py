@@ -77,8 +77,20 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves, then stops orbax's background threads (idempotent)."""
+    if self.manager is None:
+      return
     self.manager.wait_until_finished()
     self.manager.close()
+    self.manager = None
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    # Also on an error (a checkpoint that cannot be restored, a failing step): saves already
+    # started reach the disk, and orbax's background threads stop with the run.
+    self.close()
 
 
 def abstract_with_shardings(tree: Any) -> Any:

@@ -151,42 +151,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  checkpointer = Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
-                              async_save=config.checkpoint.async_save)
-  state = create_train_state(setup, jax.random.PRNGKey(config.seed))
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(abstract_with_shardings(state))
-    logging.info("Resumed from checkpoint step %d in %s.", int(state.step), checkpointer.directory)
-  start_step = int(state.step)
+  # Closed on leaving the block, also on an error: pending saves reach the disk first.
+  with Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                    async_save=config.checkpoint.async_save) as checkpointer:
+    state = create_train_state(setup, jax.random.PRNGKey(config.seed))
+    if checkpointer.latest_step() is not None:
+      state = checkpointer.restore(abstract_with_shardings(state))
+      logging.info("Resumed from checkpoint step %d in %s.", int(state.step), checkpointer.directory)
+    start_step = int(state.step)
 
-  knn_monitor = None
-  if (config.knn.every_steps or config.knn.at_end) and has_labels:
-    knn_monitor = KNNMonitor(config, setup.model, mesh, train_data, load_dataset(config.data, config.data.eval_split))
+    knn_monitor = None
+    if (config.knn.every_steps or config.knn.at_end) and has_labels:
+      knn_monitor = KNNMonitor(config, setup.model, mesh, train_data, load_dataset(config.data, config.data.eval_split))
 
-  def batches_from(step: int, keys: tuple[str, ...]):
-    to_device = lambda b: parallel.to_global_batch({k: b[k] for k in keys}, mesh)  # noqa: E731
-    if streaming:
-      return streaming_train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
-                                     augment_cfg=config.augment, num_global_views=setup.method.num_views,
-                                     process_index=pid, process_count=nproc, keys=keys, to_device=to_device,
-                                     prefetch_size=config.data.prefetch)
-    return train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
-                         process_index=pid, process_count=nproc, to_device=to_device,
-                         prefetch_size=config.data.prefetch)
+    def batches_from(step: int, keys: tuple[str, ...]):
+      to_device = lambda b: parallel.to_global_batch({k: b[k] for k in keys}, mesh)  # noqa: E731
+      if streaming:
+        return streaming_train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
+                                       augment_cfg=config.augment, num_global_views=setup.method.num_views,
+                                       process_index=pid, process_count=nproc, keys=keys, to_device=to_device,
+                                       prefetch_size=config.data.prefetch)
+      return train_batches(train_data, batch_size=config.batch_size, seed=config.seed, start_step=step,
+                           process_index=pid, process_count=nproc, to_device=to_device,
+                           prefetch_size=config.data.prefetch)
 
-  if start_step == 0:
-    t0 = time.time()
-    pass_keys = tuple(dict.fromkeys([k for k in batch_keys(setup, streaming) if k != "label"] + ["index"]))
-    epoch = (b for _, b in itertools.islice(batches_from(0, pass_keys), setup.steps_per_epoch))
-    state = setup.method.before_training(state, make_forward_pass(setup, state, epoch))
-    if time.time() - t0 > 1.0:
-      logging.info("%s.before_training took %.1f s.", config.method, time.time() - t0)
+    if start_step == 0:
+      t0 = time.time()
+      pass_keys = tuple(dict.fromkeys([k for k in batch_keys(setup, streaming) if k != "label"] + ["index"]))
+      epoch = (b for _, b in itertools.islice(batches_from(0, pass_keys), setup.steps_per_epoch))
+      state = setup.method.before_training(state, make_forward_pass(setup, state, epoch))
+      if time.time() - t0 > 1.0:
+        logging.info("%s.before_training took %.1f s.", config.method, time.time() - t0)
 
-  writer = MetricWriter(workdir, enabled=pid == 0)
-  summary, state = _loop(setup, state, batches_from(start_step, batch_keys(setup, streaming)), checkpointer, writer,
-                         knn_monitor, workdir, start_step)
-  checkpointer.close()
-  writer.close()
+    writer = MetricWriter(workdir, enabled=pid == 0)
+    try:
+      summary, state = _loop(setup, state, batches_from(start_step, batch_keys(setup, streaming)), checkpointer,
+                             writer, knn_monitor, workdir, start_step)
+    finally:
+      writer.close()
   finished = summary["step"] >= setup.total_steps or summary.get("stopped_by_time_budget")
   if finished and not summary["stopped_by_signal"] and knn_monitor is not None:
     extra = setup.method.final_metrics(

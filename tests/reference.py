@@ -30,9 +30,8 @@ def restore_train_state(config, workdir):
 
   setup = build_setup(config, 256, mesh=parallel.make_mesh(jax.devices()[:1]), num_classes=10)
   template = create_train_state(setup, jax.random.PRNGKey(0))
-  ckpt = Checkpointer(workdir)
-  state = ckpt.restore(abstract_with_shardings(template))
-  ckpt.close()
+  with Checkpointer(workdir) as ckpt:
+    state = ckpt.restore(abstract_with_shardings(template))
   return jax.device_get(state)
 
 

@@ -123,10 +123,9 @@ def test_three_steps_on_eight_devices_equal_one_device(name):
 @pytest.mark.parametrize("name", BY_METHOD)
 def test_checkpoint_round_trip_restores_the_same_state(name, tmp_path):
   *_, state, host = _three_steps(name, 8)
-  checkpointer = Checkpointer(str(tmp_path), async_save=False)
-  checkpointer.save(state, int(host.step))
-  restored = checkpointer.restore(abstract_with_shardings(state))  # Shapes, dtypes and shardings only.
-  checkpointer.close()
+  with Checkpointer(str(tmp_path), async_save=False) as checkpointer:
+    checkpointer.save(state, int(host.step))
+    restored = checkpointer.restore(abstract_with_shardings(state))  # Shapes, dtypes and shardings only.
   for a, b in zip(jax.tree.leaves(jax.device_get(restored)), jax.tree.leaves(host), strict=True):
     np.testing.assert_array_equal(a, b)
   assert jax.tree.structure(restored) == jax.tree.structure(state)

@@ -13,7 +13,7 @@ import pytest
 from reference import REPO, requires_cifar, restore_train_state, subprocess_env
 
 from sslax import parallel, train
-from sslax.checkpoint import CheckpointError
+from sslax.checkpoint import CheckpointError, Checkpointer
 from sslax.data import DatasetNotFoundError
 from sslax.metrics import read_metrics
 
@@ -142,7 +142,7 @@ def test_loop_reads_metrics_one_step_behind_and_checks_losses_before_saving(tiny
     assert events.index(("read", step)) < events.index(("save", step)), events
 
 
-def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_config, tmp_path):
+def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_config, tmp_path, monkeypatch):
   workdir = str(tmp_path / "corrupt")
   _run(tiny_config, workdir, stop_at_step=3)
   step_dir = os.path.join(workdir, "checkpoints", "3")
@@ -156,9 +156,12 @@ def test_unreadable_checkpoint_is_a_clear_error_and_nothing_is_deleted(tiny_conf
         damaged += 1
   assert damaged
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  closed, close = [], Checkpointer.close
+  monkeypatch.setattr(Checkpointer, "close", lambda self: (closed.append(self.manager is not None), close(self)))
   with pytest.raises(CheckpointError, match="Could not restore checkpoint step 3.*Nothing was deleted"):
     _run(tiny_config, workdir, stop_at_step=None)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+  assert closed == [True]  # The error still closed orbax's manager (and its threads), once.
 
 
 def test_missing_dataset_is_a_clear_error(cifar_tiny_config, tmp_path):

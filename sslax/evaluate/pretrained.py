@@ -142,8 +142,7 @@ def load_pretrained(workdir: str, step: int | None = None) -> Backbone:
   if not os.path.exists(config_path):
     raise PretrainedError(f"{workdir!r} holds no config.json, so it is not an sslax pretraining workdir.")
   config = _read_config(config_path)
-  checkpointer = Checkpointer(workdir, async_save=False)
-  try:
+  with Checkpointer(workdir, async_save=False) as checkpointer:
     if checkpointer.latest_step() is None:
       raise PretrainedError(f"{workdir!r} holds no checkpoint under {checkpointer.directory}: pretraining "
                             f"has not saved one yet. Train longer (checkpoint.every_steps) and retry.")
@@ -156,8 +155,6 @@ def load_pretrained(workdir: str, step: int | None = None) -> Backbone:
     metadata = getattr(metadata, "tree", metadata)
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), metadata)
     state = checkpointer.restore(abstract, step)
-  finally:
-    checkpointer.close()
   variables = jax.device_get(_backbone_variables(state))
   module = build_backbone(config.model, normalization=(config.data.mean, config.data.std))
   return Backbone(config=config, module=module, variables=variables, step=int(state["step"]),
