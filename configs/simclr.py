@@ -2,11 +2,10 @@ r"""SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Vi
 
 Presets (`--config=configs/simclr.py:PRESET`):
   cpu      (default) ResNet-18 (CIFAR stem, width x0.25), batch 128, 20x20 crops, SGD,
-           temperature 0.2, 14 epochs (the other methods' cpu presets: 11): 14-20 minutes of
-           training on a 2-core CPU with one XLA device per core and huge pages (sslax/host.py),
-           kNN top-1 0.634 (0.632 when a slower machine stopped it at 20 minutes, epoch 13.5;
-           0.641 with `:cpu,epochs=17` in 16.9 minutes on a fast day; 12 epochs before those
-           defaults: 0.626 and 0.619; BENCHMARKS.md):
+           temperature 0.2, 18 epochs (the other methods' cpu presets: 11): 17.2 minutes of
+           training on a 2-core CPU with the native convolution kernels (sslax/native), one XLA
+           device per core and tcmalloc (sslax/host.py), kNN top-1 0.645 (14 epochs before the
+           native kernels: 0.634; BENCHMARKS.md):
              python -m sslax.main --config=configs/simclr.py:cpu --workdir=workdirs/simclr_cpu
   cifar10  The published CIFAR-10 recipe for accelerators (SimCLR appendix B.9): ResNet-18 with the
            CIFAR stem, batch 512, LARS (lr 1.0 x batch/256, weight decay 1e-6, 10 warm-up epochs,
