@@ -1,5 +1,6 @@
-// The weight gradient of a 2-D NHWC x HWIO convolution, as an XLA FFI handler for CPUs.
+// sslax's CPU convolution kernels (2-D, NHWC x HWIO, float32), as XLA FFI handlers.
 //
+// SslaxConvWeightGrad, the weight gradient:
 // dw[a, b, ci, co] = sum over (n, i, j) of x[n, i*sh + a - pt, j*sw + b - pl, ci] * g[n, i, j, co]
 // with x zero outside the image. For a fixed kernel row a and one padded input row, the
 // kw*Cin values that output pixel j multiplies (over b and ci) lie contiguously at
@@ -10,12 +11,17 @@
 // built; that copy, and XLA-CPU's dot at these K-dominant shapes, are what made the weight
 // gradients the slowest part of a CPU step (BENCHMARKS.md, issue 13).
 //
-// Threads: `threads` parts (at most one per tile of dw) run on XLA's intra-op thread pool, each
-// part owning whole tiles; sslax asks for the cores per XLA device (one, with its default of one
-// device per core).
+// SslaxConvForward, the convolution itself (and, called on the output gradient with the
+// flipped kernel, the input gradient of an unstrided one): the same rows, read per output
+// pixel (below, "The forward convolution").
+//
+// Threads: `threads` parts run on XLA's intra-op thread pool (whole tiles of dw, or whole
+// images of y, per part); sslax asks for the cores per XLA device (one, with its default of
+// one device per core).
 //
 // The summation order is fixed by the shapes alone (chunks in batch order, pixels in row-major
-// order within a chunk), so results are bitwise reproducible run to run.
+// order within a chunk; products in kernel order for the forward), so results are bitwise
+// reproducible run to run and the same for any thread count.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
