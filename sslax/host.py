@@ -193,6 +193,11 @@ def _user_chose_cpu_devices() -> bool:
           or jax.config.jax_num_cpu_devices >= 0)
 
 
+def available_cores() -> int:
+  """CPU cores this process may run on: its affinity mask where the OS has one (Linux), else every core."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_cpu_devices(config: Any, cores: int | None = None) -> int:
   """The number of CPU devices `config.cpu_devices=0` (auto) picks.
 
@@ -203,8 +208,8 @@ def auto_cpu_devices(config: Any, cores: int | None = None) -> int:
   Returns:
     The largest count up to min(cores, MAX_AUTO_CPU_DEVICES) that divides the global batch.
   """
-  if cores is None:  # The affinity mask where the OS has one (Linux), else every core.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  if cores is None:
+    cores = available_cores()
   batch_size = config.get("batch_size") or 0
   for count in range(max(1, min(cores, MAX_AUTO_CPU_DEVICES)), 1, -1):
     if not batch_size or batch_size % count == 0:

@@ -50,7 +50,6 @@ well) and in bfloat16; 'native', 'gemm' or 'xla' force one.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Sequence
 
 import jax
@@ -59,7 +58,7 @@ import numpy as np
 from absl import logging
 from jax import lax
 
-from sslax import native
+from sslax import host, native
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV_IMPLS = ("auto", "native", "gemm", "xla")
@@ -245,21 +244,25 @@ def _native_forward_covers(x, w, strides, pads) -> bool:
   8x8 pixels (above).
   """
   ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
-  lanes = native.vector_lanes()
   kernel_bytes = 4 * int(np.prod(w.shape))
-  return (lanes > 0 and x.dtype == jnp.float32 and w.dtype == jnp.float32 and w.shape[3] % lanes == 0
-          and w.shape[0] * w.shape[1] > 1 and ho * wo > _IM2COL_MAX_OUTPUT_PIXELS
+  return (_native_covers(x, w) and w.shape[0] * w.shape[1] > 1 and ho * wo > _IM2COL_MAX_OUTPUT_PIXELS
           and (kernel_bytes <= _NATIVE_FORWARD_MAX_KERNEL_BYTES or ho * wo >= _NATIVE_FORWARD_MIN_PIXELS_LARGE_KERNEL))
+
+
+def _native_call(target: str, out_shape, a, b, strides, pads, **attributes):
+  """Calls a kernel of sslax/native/conv.cc on (a, b) with the convolution's strides and top/left pads."""
+  out = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, jnp.float32), vmap_method="sequential")(
+      a, b, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
+      threads=np.int64(_native_threads()), **{k: np.int64(v) for k, v in attributes.items()})
+  # An FFI call's result carries no shard_map type; it is this device's own result (for dw its
+  # partial sum), so it varies over the axes its inputs vary over.
+  return same_varying_axes(out, a, b)[0]
 
 
 def _native_forward(x, w, strides, pads):
   """The convolution from sslax's C++ kernel (sslax/native/conv.cc): each image on one thread."""
   ho, wo = _output_hw(x.shape[1:3], w.shape[:2], strides, pads)
-  y = jax.ffi.ffi_call(native.CONV_FORWARD_TARGET, jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), jnp.float32),
-                       vmap_method="sequential")(
-      x, w, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
-      threads=np.int64(_native_threads()))
-  return same_varying_axes(y, x, w)[0]
+  return _native_call(native.CONV_FORWARD_TARGET, (x.shape[0], ho, wo, w.shape[3]), x, w, strides, pads)
 
 
 def _forward(x, w, strides, pads, precision, impl):
@@ -337,8 +340,7 @@ _NATIVE_CHUNK_BYTES = 256 * 1024
 
 def _native_threads() -> int:
   """Threads for one native call: this process's cores per local XLA device (1 with one device per core)."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-  return max(1, cores // jax.local_device_count("cpu"))
+  return max(1, host.available_cores() // jax.local_device_count("cpu"))
 
 
 def _native_weight_grad(x, g, w_shape, strides, pads):
@@ -346,13 +348,7 @@ def _native_weight_grad(x, g, w_shape, strides, pads):
 
   The result is bitwise the same for any thread count (each thread owns whole blocks of dw).
   """
-  dw = jax.ffi.ffi_call(native.CONV_WEIGHT_GRAD_TARGET, jax.ShapeDtypeStruct(w_shape, jnp.float32),
-                        vmap_method="sequential")(
-      x, g, sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pads[0][0]), pl=np.int64(pads[1][0]),
-      chunk_bytes=np.int64(_NATIVE_CHUNK_BYTES), threads=np.int64(_native_threads()))
-  # An FFI call's result carries no shard_map type; it is this device's partial sum, so it varies
-  # over the axes its inputs vary over.
-  return same_varying_axes(dw, x, g)[0]
+  return _native_call(native.CONV_WEIGHT_GRAD_TARGET, w_shape, x, g, strides, pads, chunk_bytes=_NATIVE_CHUNK_BYTES)
 
 
 def _input_grad_strided(g, w, padded_hw, strides, pads, precision):
